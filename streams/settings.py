@@ -1,0 +1,103 @@
+"""shudi's configuration: one typed, frozen object read from ``SHUDI_*`` environment variables.
+
+Nothing here is read at import time; :func:`load_settings` reads the environment when the CLI asks for it,
+and tests build :class:`Settings` directly.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "SHUDI_"
+
+
+class SettingsError(ValueError):
+    """The environment holds a setting shudi cannot use (unknown name or bad value)."""
+
+
+class Settings(BaseSettings):
+    """Every knob of a shudi worker. README.md lists them with their defaults; keep the two in step."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="forbid", case_sensitive=False)
+
+    # --- Kafka -------------------------------------------------------------------------------------------
+    broker: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, comma separated (host:port).")
+    app_id: str = Field("shudi", description="Faust application id: the consumer group and table prefix.")
+    input_topic: str = Field("comments", description="Topic the comment events arrive on.")
+    enriched_topic: str = Field("comments.enriched", description="Topic the labelled comments go to.")
+    dlq_topic: str = Field("comments.dlq", description="Dead-letter topic for events that cannot be processed.")
+    partitions: int = Field(8, ge=1, description="Partitions of the topics shudi creates.")
+    replication_factor: int = Field(1, ge=1, description="Replication factor of the topics shudi creates.")
+    dlq_retention_ms: int = Field(
+        3 * 24 * 3600 * 1000,
+        ge=60_000,
+        description="retention.ms of the dead-letter topic; it holds raw IPs, so keep it short.",
+    )
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = Field(None, description="CA bundle for SSL/SASL_SSL; the system store if unset.")
+
+    # --- Processing --------------------------------------------------------------------------------------
+    batch_size: int = Field(1000, ge=1, description="Most events the agent takes from the stream at once.")
+    batch_timeout_s: float = Field(0.05, gt=0, description="Longest wait to fill a batch, in seconds.")
+    max_message_bytes: int = Field(65_536, ge=256, description="Larger input messages are dead-lettered.")
+    ip_hash_key: SecretStr | None = Field(
+        None, description="Secret for the keyed HMAC `ip_hash` field; no key, no trace of the IP in output."
+    )
+
+    # --- GeoIP -------------------------------------------------------------------------------------------
+    geoip_db: Path = Field(
+        Path("/usr/share/GeoIP/GeoLite2-City.mmdb"), description="GeoIP2-City compatible .mmdb file."
+    )
+    geoip_reload_interval_s: float = Field(
+        60.0, gt=0, description="How often the database file is checked for replacement, in seconds."
+    )
+    geoip_cache_size: int = Field(262_144, ge=0, description="Recent IPs whose label is cached (0: no cache).")
+
+    # --- Serving -----------------------------------------------------------------------------------------
+    metrics_host: str = Field("0.0.0.0", description="Address of the Prometheus /metrics endpoint.")  # noqa: S104
+    metrics_port: int = Field(9464, ge=0, le=65535, description="Port of /metrics; 0 turns it off.")
+    web_host: str = Field("127.0.0.1", description="Address Faust's own web server binds to.")
+    web_port: int = Field(6066, ge=1, le=65535, description="Port of Faust's web server.")
+    data_dir: Path = Field(Path("./var/shudi"), description="Faust's data directory (tables, local state).")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @model_validator(mode="after")
+    def _sasl_needs_credentials(self) -> Settings:
+        if self.security_protocol.startswith("SASL") and not (self.sasl_username and self.sasl_password):
+            raise ValueError("SASL security_protocol needs SHUDI_SASL_USERNAME and SHUDI_SASL_PASSWORD")
+        return self
+
+    @property
+    def bootstrap_servers(self) -> list[str]:
+        return [s.strip() for s in self.broker.split(",") if s.strip()]
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+    """Read settings from ``environ`` (default ``os.environ``), rejecting unknown ``SHUDI_`` names.
+
+    pydantic-settings ignores environment variables that match no field, so a misspelt
+    ``SHUDI_GEOIP_DBB`` would silently fall back to the default; we refuse it instead.
+    """
+    env = os.environ if environ is None else environ
+    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+    unknown = sorted(k for k in env if k.upper().startswith(ENV_PREFIX) and k.upper() not in known)
+    if unknown:
+        raise SettingsError(f"unknown setting(s): {', '.join(unknown)} (see README.md, 'Settings')")
+    values: dict[str, object] = {
+        k[len(ENV_PREFIX) :].lower(): v for k, v in env.items() if k.upper().startswith(ENV_PREFIX)
+    }
+    values.update(overrides)
+    try:
+        # Values are passed explicitly so that `environ` (not os.environ) is the only source.
+        return Settings.model_validate(values)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from exc
