@@ -1,0 +1,41 @@
+# One entry point for what a developer and CI do. `make help` lists the targets.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: help venv demo test lint unit integration bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+venv: $(VENV)/.installed  ## create .venv and install shudi with its dev extras
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+demo: venv  ## start a local Kafka and a worker, feed it sample comments, show labelled output
+	$(BIN)/shudi demo
+
+lint: venv  ## ruff and mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+unit: venv  ## tests that need no broker
+	$(BIN)/pytest -m "not integration"
+
+integration: venv  ## tests on a real Kafka broker (started by the tests unless TEST_KAFKA_BOOTSTRAP is set)
+	$(BIN)/pytest -m integration
+
+test: lint  ## everything CI runs: lint, then the whole test suite on a real broker
+	$(BIN)/pytest
+
+bench: venv  ## throughput benchmark on the local broker (not a test; prints figures)
+	$(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/python -m bench.throughput
+
+clean:  ## remove the venv and local state (the Kafka jar cache stays in ~/.cache/shudi)
+	rm -rf $(VENV) var .mypy_cache .pytest_cache .ruff_cache
