@@ -1,0 +1,313 @@
+"""The event contract in code: msgspec models of schemas/*.schema.json, a validating decoder and encoders.
+
+The JSON Schemas at the repository root are the source of truth; tests/unit/test_schemas.py checks that
+these models accept and emit exactly what the schemas describe. Change both together.
+
+Performance: a comment is decoded *and* validated in one pass by a ``msgspec.json.Decoder`` built once at
+import; every constraint that msgspec can check in C (lengths, types, required fields, timestamp pattern)
+is expressed as ``msgspec.Meta`` so that the only Python work per event is the calendar check of
+``created_at`` and building the :class:`Comment`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import ipaddress
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, Final, Literal
+
+import msgspec
+
+from streams.territory import Territory
+
+SCHEMA_VERSION: Final[Literal[1]] = 1
+"""``schema_version`` of every event shudi writes (enriched and dead-letter); input comments carry none."""
+
+DeadLetterReason = Literal[
+    "empty",  # null (tombstone) or zero-length value
+    "too_large",  # value over max_bytes
+    "invalid_encoding",  # not UTF-8, or a lone UTF-16 surrogate escape
+    "invalid_json",  # not JSON syntax
+    "schema",  # JSON that breaks comment.schema.json
+    "invalid_ip",  # `ip` is not an address (checked by the labeller, not here)
+    "internal_error",  # a bug or failure inside shudi
+]
+# A fixed vocabulary: it is a metric label, and the dead-letter schema's enum.
+DEAD_LETTER_REASONS: Final[tuple[DeadLetterReason, ...]] = (
+    "empty",
+    "too_large",
+    "invalid_encoding",
+    "invalid_json",
+    "schema",
+    "invalid_ip",
+    "internal_error",
+)
+
+MAX_TEXT_CHARS: Final = 10_000  # code points, as JSON Schema's maxLength and Python's len() count them
+MAX_DETAIL_CHARS: Final = 500
+
+# Same regex as the schemas' `created_at` pattern. msgspec's own datetime parser is lenient (space or
+# lower-case `t` separator, `+0545` offsets) where RFC 3339 and the schema are not, so the text is checked
+# against this first. `(?!\n)`: Python's `$` also matches before a final newline.
+RFC3339_PATTERN: Final = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}"  # date; the calendar (no 02-30) is checked by datetime.fromisoformat
+    r"T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?"  # time; no leap second, as rfc3339-validator
+    r"(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])(?!\n)$"  # offset, required
+)
+LANG_PATTERN: Final = r"^[A-Za-z]{1,8}(-[A-Za-z0-9]{1,8})*(?!\n)$"
+
+_Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+_Text = Annotated[str, msgspec.Meta(max_length=MAX_TEXT_CHARS)]
+_Ip = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+_Platform = Annotated[str, msgspec.Meta(max_length=64)]
+_Lang = Annotated[str, msgspec.Meta(max_length=35, pattern=LANG_PATTERN)]
+_Rfc3339Text = Annotated[str, msgspec.Meta(max_length=35, pattern=RFC3339_PATTERN)]
+_AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
+
+
+class InvalidEvent(ValueError):  # noqa: N818 -- the name the labeller and its tests use
+    """An input message that cannot become a :class:`Comment`; ``reason`` is from DEAD_LETTER_REASONS."""
+
+    def __init__(self, reason: DeadLetterReason, detail: str) -> None:
+        detail = _bounded(detail)
+        super().__init__(f"{reason}: {detail}")
+        self.reason: DeadLetterReason = reason
+        self.detail: str = detail
+
+
+# gc=False: these hold only strings, numbers, datetimes and other gc=False structs, never cycles, and
+# skipping GC tracking makes allocation cheaper and keeps millions of in-flight events out of GC passes.
+class Comment(msgspec.Struct, frozen=True, gc=False):
+    """A validated input comment (schemas/comment.schema.json); unknown input fields are dropped."""
+
+    event_id: _Id
+    user_id: _Id
+    post_id: _Id
+    text: _Text
+    ip: _Ip  # raw text: the labeller parses it strictly and dead-letters `invalid_ip`
+    created_at: _AwareDatetime
+    platform: _Platform | None = None
+    lang: _Lang | None = None
+
+
+class _WireComment(msgspec.Struct, frozen=True, gc=False):
+    """What the decoder parses: Comment with created_at still text, so the strict pattern can be applied."""
+
+    event_id: _Id
+    user_id: _Id
+    post_id: _Id
+    text: _Text
+    ip: _Ip
+    created_at: _Rfc3339Text
+    platform: _Platform | None = None
+    lang: _Lang | None = None
+
+
+class EnrichedComment(msgspec.Struct, frozen=True, gc=False, omit_defaults=True, kw_only=True):
+    """The labelled comment (schemas/enriched_comment.schema.json): no ``ip``; absent optionals omitted."""
+
+    # Required with no default: omit_defaults (which drops None optionals, the schema has no nulls there)
+    # would otherwise drop it too. kw_only lets required fields follow defaulted ones.
+    schema_version: Literal[1]
+    event_id: _Id
+    user_id: _Id
+    post_id: _Id
+    text: _Text
+    created_at: _AwareDatetime
+    territory: Territory
+    enriched_at: _AwareDatetime
+    db_build: str
+    platform: _Platform | None = None
+    lang: _Lang | None = None
+    ip_hash: str | None = None
+
+
+class Source(msgspec.Struct, frozen=True, gc=False):
+    """Where a dead-lettered message was read."""
+
+    topic: str
+    partition: Annotated[int, msgspec.Meta(ge=0)]
+    offset: Annotated[int, msgspec.Meta(ge=0)]
+    timestamp_ms: int | None
+
+
+class DeadLetter(msgspec.Struct, frozen=True, gc=False, kw_only=True):
+    """A message shudi could not process (schemas/dead_letter.schema.json)."""
+
+    schema_version: Literal[1]
+    reason: DeadLetterReason
+    detail: Annotated[str, msgspec.Meta(max_length=MAX_DETAIL_CHARS)]
+    original_b64: str | None
+    original_key_b64: str | None
+    source: Source
+    failed_at: _AwareDatetime
+
+
+_DECODER: Final = msgspec.json.Decoder(_WireComment)
+_ENCODER: Final = msgspec.json.Encoder()
+
+
+def _bounded(detail: str) -> str:
+    return detail if len(detail) <= MAX_DETAIL_CHARS else detail[: MAX_DETAIL_CHARS - 1] + "…"
+
+
+def _field_of(message: str) -> str | None:
+    # msgspec messages end with " - at `$.field`" (a path, never a value).
+    marker = " - at `$."
+    at = message.rfind(marker)
+    return message[at + len(marker) : -1] if at >= 0 else None
+
+
+def _schema_detail(message: str) -> str:
+    """Turn a msgspec ValidationError message into the dead-letter detail.
+
+    msgspec names the path and the expectation, not the value, so the IP never leaks; the regex text of a
+    pattern error is replaced by words because it is long and means nothing to an operator.
+    """
+    field = _field_of(message)
+    if message.startswith("Object missing required field"):
+        return message.replace("Object missing required field", "missing required field", 1)
+    if field is None:
+        return message  # e.g. "Expected `object`, got `array`"
+    if field == "created_at" and ("regex" in message or "datetime" in message or "RFC3339" in message):
+        return "created_at: expected RFC 3339 date-time with timezone offset (Z or ±hh:mm)"
+    expectation = message[: message.rfind(" - at `$.")]
+    if "regex" in expectation:
+        expectation = "value does not match the schema's pattern"
+    return f"{field}: {expectation}"
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _is_json_apart_from_encoding(raw: bytes) -> bool:
+    """Whether the stdlib parser, which allows lone surrogates (and detects UTF-16/32), accepts ``raw``.
+
+    Runs only on the error path, for a message msgspec has already refused as malformed: if it is otherwise
+    well-formed JSON, the encoding is what msgspec refused.
+    """
+    try:
+        json.loads(raw, parse_constant=_reject_constant)  # NaN/Infinity: invalid JSON for both parsers
+    except (ValueError, RecursionError):
+        return False
+    return True
+
+
+def decode_comment(raw: bytes | None, *, max_bytes: int = 65_536) -> Comment:
+    """Parse and validate one input message value; raise :class:`InvalidEvent` with a reason if it fails.
+
+    Does not check that ``ip`` parses as an address (the labeller does, reason ``invalid_ip``).
+    """
+    if not raw:
+        raise InvalidEvent("empty", "value is null (tombstone)" if raw is None else "value is empty")
+    if len(raw) > max_bytes:
+        raise InvalidEvent("too_large", f"value is {len(raw)} bytes, limit is {max_bytes}")
+    try:
+        wire = _DECODER.decode(raw)
+    except UnicodeDecodeError as exc:
+        # msgspec validates UTF-8 of every string it keeps; bytes of skipped unknown fields are not
+        # checked but are dropped, so they can never reach an encoder.
+        raise InvalidEvent("invalid_encoding", f"value is not valid UTF-8 ({exc.reason})") from None
+    except msgspec.ValidationError as exc:
+        raise InvalidEvent("schema", _schema_detail(str(exc))) from None
+    except msgspec.DecodeError as exc:
+        message = str(exc)
+        # msgspec refuses every lone UTF-16 surrogate escape ("\ud800"), even in skipped fields, so none
+        # can reach an encoder; but it reports them as malformed (or, at the end of a string, truncated)
+        # JSON. They are an encoding problem, so tell them apart from syntax errors.
+        if "surrogate" in message or _is_json_apart_from_encoding(raw):
+            raise InvalidEvent(
+                "invalid_encoding", f"lone UTF-16 surrogate escape or not UTF-8: {message}"
+            ) from None
+        raise InvalidEvent("invalid_json", message) from None
+    try:
+        # The pattern has checked the shape; this checks the calendar (2026-02-30) and offset range.
+        created_at = datetime.fromisoformat(wire.created_at)
+    except ValueError as exc:
+        raise InvalidEvent("schema", f"created_at: not a valid date-time ({exc})") from None
+    return Comment(
+        event_id=wire.event_id,
+        user_id=wire.user_id,
+        post_id=wire.post_id,
+        text=wire.text,
+        ip=wire.ip,
+        created_at=created_at,
+        platform=wire.platform,
+        lang=wire.lang,
+    )
+
+
+def encode_enriched(
+    comment: Comment, territory: Territory, enriched_at: datetime, db_build: str, ip_hash: str | None
+) -> bytes:
+    """Serialise the labelled comment; the ``ip`` is left out by construction (EnrichedComment has none)."""
+    return _ENCODER.encode(
+        EnrichedComment(
+            schema_version=SCHEMA_VERSION,
+            event_id=comment.event_id,
+            user_id=comment.user_id,
+            post_id=comment.post_id,
+            text=comment.text,
+            created_at=comment.created_at,
+            territory=territory,
+            enriched_at=enriched_at,
+            db_build=db_build,
+            platform=comment.platform,
+            lang=comment.lang,
+            ip_hash=ip_hash,
+        )
+    )
+
+
+def encode_dead_letter(
+    reason: DeadLetterReason,
+    detail: str,
+    original: bytes | None,
+    original_key: bytes | None,
+    source: Source,
+    failed_at: datetime,
+) -> bytes:
+    """Serialise a dead letter; the original bytes go as base64 so any value (not UTF-8, huge) survives."""
+    return _ENCODER.encode(
+        DeadLetter(
+            schema_version=SCHEMA_VERSION,
+            reason=reason,
+            detail=_bounded(detail),
+            original_b64=None if original is None else base64.b64encode(original).decode("ascii"),
+            original_key_b64=None if original_key is None else base64.b64encode(original_key).decode("ascii"),
+            source=source,
+            failed_at=failed_at,
+        )
+    )
+
+
+def ip_hash(key: bytes, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    """Keyed HMAC-SHA256 of the address, 64 lower-case hex digits.
+
+    Keyed because an unkeyed hash of an IPv4 address is reversed by hashing all 2**32 of them. The address
+    is normalised first (an IPv4-mapped IPv6 address is its IPv4 address) so one client hashes the same
+    whichever way it is written, and hashed as packed bytes so textual variants cannot differ.
+    """
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return hmac.new(key, ip.packed, hashlib.sha256).hexdigest()
+
+
+SCHEMAS_DIR: Final = Path(__file__).resolve().parents[1] / "schemas"
+
+
+def load_schema(name: str) -> dict[str, Any]:
+    """Read ``schemas/<name>.schema.json`` (at the repository root, not inside the package)."""
+    path = SCHEMAS_DIR / f"{name}.schema.json"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"schema {name!r} not found at {path}: schemas/ lives at the repository root, so load_schema "
+            "needs a source checkout (or an editable install)"
+        )
+    schema: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return schema
