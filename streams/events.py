@@ -207,6 +207,13 @@ def decode_comment(raw: bytes | None, *, max_bytes: int = 65_536) -> Comment:
         raise InvalidEvent("empty", "value is null (tombstone)" if raw is None else "value is empty")
     if len(raw) > max_bytes:
         raise InvalidEvent("too_large", f"value is {len(raw)} bytes, limit is {max_bytes}")
+    if not raw.isascii():
+        # msgspec checks the UTF-8 of the strings it keeps but not of unknown fields it skips; a message
+        # that is not UTF-8 is not JSON (RFC 8259), whichever field holds the bad bytes. ~0.6 µs/600 B.
+        try:
+            raw.decode()
+        except UnicodeDecodeError as exc:
+            raise InvalidEvent("invalid_encoding", f"value is not valid UTF-8 ({exc.reason})") from None
     try:
         wire = _DECODER.decode(raw)
     except UnicodeDecodeError as exc:

@@ -220,10 +220,19 @@ class Labeller:
 
     label: functools._lru_cache_wrapper[Label]
 
-    def __init__(self, db: GeoDatabase, cache_size: int = 262_144) -> None:
+    def __init__(
+        self,
+        db: GeoDatabase,
+        cache_size: int = 262_144,
+        *,
+        on_miss: Callable[[float], None] | None = None,
+    ) -> None:
+        """``on_miss(seconds)`` is told how long each cache miss took (a database read, at most once per
+        distinct address while it stays cached): the place for a latency histogram."""
         if cache_size < 1:
             raise ValueError("cache_size must be at least 1")
         self._cache_size = cache_size
+        self._on_miss = on_miss
         self._retired_hits = 0
         self._retired_misses = 0
         self._miss_seconds = 0.0
@@ -248,7 +257,10 @@ class Labeller:
                 except RecordError:
                     return db_error
             finally:
-                self._miss_seconds += clock() - t0
+                elapsed = clock() - t0
+                self._miss_seconds += elapsed
+                if self._on_miss is not None:
+                    self._on_miss(elapsed)
 
         return functools.lru_cache(maxsize=self._cache_size)(label)
 

@@ -24,14 +24,18 @@ class SettingsError(ValueError):
 class Settings(BaseSettings):
     """Every knob of a shudi worker. README.md lists them with their defaults; keep the two in step."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="forbid", case_sensitive=False)
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, frozen=True, extra="forbid", case_sensitive=False
+    )
 
     # --- Kafka -------------------------------------------------------------------------------------------
     broker: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, comma separated (host:port).")
     app_id: str = Field("shudi", description="Faust application id: the consumer group and table prefix.")
     input_topic: str = Field("comments", description="Topic the comment events arrive on.")
     enriched_topic: str = Field("comments.enriched", description="Topic the labelled comments go to.")
-    dlq_topic: str = Field("comments.dlq", description="Dead-letter topic for events that cannot be processed.")
+    dlq_topic: str = Field(
+        "comments.dlq", description="Dead-letter topic for events that cannot be processed."
+    )
     partitions: int = Field(8, ge=1, description="Partitions of the topics shudi creates.")
     replication_factor: int = Field(1, ge=1, description="Replication factor of the topics shudi creates.")
     dlq_retention_ms: int = Field(
@@ -43,7 +47,9 @@ class Settings(BaseSettings):
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
-    ssl_cafile: Path | None = Field(None, description="CA bundle for SSL/SASL_SSL; the system store if unset.")
+    ssl_cafile: Path | None = Field(
+        None, description="CA bundle for SSL/SASL_SSL; the system store if unset."
+    )
 
     # --- Processing --------------------------------------------------------------------------------------
     batch_size: int = Field(1000, ge=1, description="Most events the agent takes from the stream at once.")
@@ -60,7 +66,7 @@ class Settings(BaseSettings):
     geoip_reload_interval_s: float = Field(
         60.0, gt=0, description="How often the database file is checked for replacement, in seconds."
     )
-    geoip_cache_size: int = Field(262_144, ge=0, description="Recent IPs whose label is cached (0: no cache).")
+    geoip_cache_size: int = Field(262_144, ge=1, description="Recent addresses whose label is cached.")
 
     # --- Serving -----------------------------------------------------------------------------------------
     metrics_host: str = Field("0.0.0.0", description="Address of the Prometheus /metrics endpoint.")  # noqa: S104

@@ -1,0 +1,127 @@
+"""End to end on the real broker: a real ``shudi worker`` process enriches 10,000 comments.
+
+Every valid event must come out exactly once, labelled and without its address; every bad one must land in
+the dead-letter topic with the right reason; no address may appear in the enriched topic or the worker's log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections import Counter
+from pathlib import Path
+
+import jsonschema
+import pytest
+from workers import WorkerProcess, metric_value, read_topics
+
+from streams.events import load_schema
+from streams.geoip import Labeller, MmdbDatabase
+from streams.mmdbbuild import build_demo_db, sample_ips
+from streams.producer import produce_lines
+from streams.sample import SampleEvent, sample_events
+
+pytestmark = pytest.mark.integration
+
+N_EVENTS = 10_000
+
+
+@pytest.fixture(scope="module")
+def demo_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_demo_db(tmp_path_factory.mktemp("geoip") / "demo.mmdb")
+
+
+def topic_settings(uid: str, db: Path) -> dict[str, str]:
+    return {
+        "SHUDI_APP_ID": f"shudi-{uid}",
+        "SHUDI_INPUT_TOPIC": f"comments-{uid}",
+        "SHUDI_ENRICHED_TOPIC": f"comments.enriched-{uid}",
+        "SHUDI_DLQ_TOPIC": f"comments.dlq-{uid}",
+        "SHUDI_PARTITIONS": "4",
+        "SHUDI_GEOIP_DB": str(db),
+    }
+
+
+def test_ten_thousand_comments_end_to_end(kafka_bootstrap: str, uid: str, tmp_path: Path, demo_db: Path) -> None:
+    settings = {"SHUDI_BROKER": kafka_bootstrap, **topic_settings(uid, demo_db)}
+    ips = sample_ips(demo_db, None, n=400, seed=3)
+    events = list(sample_events(ips, N_EVENTS, bad_fraction=0.01, seed=11))
+    valid = [e for e in events if e.bad_reason is None]
+    bad = [e for e in events if e.bad_reason is not None]
+    assert len(bad) >= 50, "the sample should hold about 1 % bad events"
+    assert len({e.bad_reason for e in bad}) >= 6, "bad events of several kinds"
+
+    worker = WorkerProcess.configure(tmp_path, "worker", settings)
+    worker.start()
+    try:
+        worker.wait_ready()
+        asyncio.run(produce_lines(kafka_bootstrap, settings["SHUDI_INPUT_TOPIC"], (e.value for e in events)))
+        records = asyncio.run(
+            read_topics(
+                kafka_bootstrap,
+                [settings["SHUDI_ENRICHED_TOPIC"], settings["SHUDI_DLQ_TOPIC"]],
+                until=N_EVENTS,
+            )
+        )
+        exposition = worker.metrics()
+    finally:
+        exit_code = worker.stop()
+    assert exit_code == 0, worker.log()[-4000:]
+
+    enriched = [r for r in records if r.topic == settings["SHUDI_ENRICHED_TOPIC"]]
+    dead = [r for r in records if r.topic == settings["SHUDI_DLQ_TOPIC"]]
+
+    # Every valid event exactly once, labelled as the database says.
+    seen = Counter(json.loads(r.value)["event_id"] for r in enriched if r.value is not None)
+    assert seen == Counter(e.event_id for e in valid)
+    expected_label = _expected_labels(demo_db, valid)
+    schema = load_schema("enriched_comment")
+    for record in enriched:
+        assert record.value is not None
+        body = json.loads(record.value)
+        assert "ip" not in body
+        assert body["territory"] == expected_label[body["event_id"]]
+        assert record.key == body["post_id"].encode()
+    for record in enriched[:: max(1, len(enriched) // 200)]:
+        assert record.value is not None
+        jsonschema.validate(json.loads(record.value), schema, format_checker=jsonschema.FormatChecker())
+
+    # Every bad event in the dead-letter topic, once, with its reason and its original bytes.
+    got_dead = Counter(_original_and_reason(r.value) for r in dead if r.value is not None)
+    assert got_dead == Counter((e.value, e.bad_reason) for e in bad)
+
+    # No address in the enriched topic or in the worker's log.
+    enriched_blob = b"\n".join(r.value or b"" for r in enriched)
+    log_text = worker.log()
+    addresses = {e.ip for e in events if e.ip}
+    assert addresses
+    leaked = sorted(ip for ip in addresses if ip.encode() in enriched_blob or ip in log_text)
+    assert leaked == []
+
+    # The worker's own count agrees with what came out.
+    assert metric_value(exposition, "shudi_events_total", {"outcome": "enriched"}) == len(valid)
+    assert metric_value(exposition, "shudi_events_total", {"outcome": "dead_lettered"}) == len(bad)
+
+
+def _original_and_reason(value: bytes) -> tuple[bytes, str]:
+    body = json.loads(value)
+    original = base64.b64decode(body["original_b64"]) if body["original_b64"] is not None else b""
+    return original, body["reason"]
+
+
+def _expected_labels(db_path: Path, events: list[SampleEvent]) -> dict[str | None, dict[str, object]]:
+    """The label of each event's address, computed here from the database with a fresh labeller."""
+    labeller = Labeller(MmdbDatabase.open(db_path), cache_size=1024)
+    out: dict[str | None, dict[str, object]] = {}
+    for e in events:
+        assert e.ip is not None
+        t = labeller.label(e.ip).territory
+        out[e.event_id] = {
+            "code": t.code,
+            "name_zh": t.name_zh,
+            "name_en": t.name_en,
+            "scope": t.scope,
+            "country_code": t.country_code,
+        }
+    return out
