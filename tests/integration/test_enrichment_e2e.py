@@ -43,7 +43,9 @@ def topic_settings(uid: str, db: Path) -> dict[str, str]:
     }
 
 
-def test_ten_thousand_comments_end_to_end(kafka_bootstrap: str, uid: str, tmp_path: Path, demo_db: Path) -> None:
+def test_ten_thousand_comments_end_to_end(
+    kafka_bootstrap: str, uid: str, tmp_path: Path, demo_db: Path
+) -> None:
     settings = {"SHUDI_BROKER": kafka_bootstrap, **topic_settings(uid, demo_db)}
     ips = sample_ips(demo_db, None, n=400, seed=3)
     events = list(sample_events(ips, N_EVENTS, bad_fraction=0.01, seed=11))

@@ -74,7 +74,7 @@ class WorkerProcess:
         return self.log_path.read_text(errors="replace")
 
     def metrics(self) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as resp:  # noqa: S310
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as resp:
             body: bytes = resp.read()
         return body.decode()
 
@@ -112,7 +112,11 @@ async def read_topics(
     """Every record of ``topics`` from the start: reads until ``until`` records arrived (or ``timeout``),
     then ``settle`` seconds more so that duplicates, if any, show up too."""
     consumer = AIOKafkaConsumer(
-        *topics, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None, enable_auto_commit=False
+        *topics,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        group_id=None,
+        enable_auto_commit=False,
     )
     await consumer.start()
     records: list[ConsumerRecord[bytes, bytes]] = []
@@ -130,4 +134,3 @@ async def read_topics(
     finally:
         await consumer.stop()
     return records
-
