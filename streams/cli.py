@@ -10,6 +10,7 @@ from typing import NoReturn
 
 import click
 
+from streams.demo import demo
 from streams.geoip import DatabaseError
 from streams.labelcmd import label
 from streams.localkafka import kafka
@@ -85,6 +86,7 @@ def send(file: Path, topic: str | None, rate: float) -> None:
 
 main.add_command(label)
 main.add_command(kafka)
+main.add_command(demo)
 
 
 def configure_logging(level: str) -> None:
