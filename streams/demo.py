@@ -73,7 +73,7 @@ def demo(port: int, events: int, workdir: Path, keep: bool) -> None:
     finally:
         if keep:
             click.echo(
-                f"\nleft running: worker pid {worker.pid}; stop the broker with `shudi kafka stop --port {port}`"
+                f"\nleft running: worker pid {worker.pid}; stop the broker: shudi kafka stop --port {port}"
             )
         else:
             worker.terminate()
