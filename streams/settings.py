@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 ENV_PREFIX = "SHUDI_"
 
@@ -76,6 +76,19 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path("./var/shudi"), description="Faust's data directory (tables, local state).")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # load_settings() is the one place that reads the environment (and checks it for unknown names);
+        # Settings(...) takes only what it is given, so a test's settings never pick up the process's.
+        return (init_settings,)
+
     @model_validator(mode="after")
     def _sasl_needs_credentials(self) -> Settings:
         if self.security_protocol.startswith("SASL") and not (self.sasl_username and self.sasl_password):
@@ -103,7 +116,6 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
     }
     values.update(overrides)
     try:
-        # Values are passed explicitly so that `environ` (not os.environ) is the only source.
         return Settings.model_validate(values)
     except ValueError as exc:
         raise SettingsError(str(exc)) from exc

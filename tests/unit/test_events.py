@@ -108,7 +108,11 @@ BAD: list[tuple[str, bytes | None, str]] = [
         good_with(extra="X").replace(b'"X"', b'"\\ud800"'),
         "invalid_encoding",
     ),
-    ("invalid utf-8 in unknown field", good_with(extra="X").replace(b'"X"', b'"\xff\xfe"'), "invalid_encoding"),
+    (
+        "invalid utf-8 in unknown field",
+        good_with(extra="X").replace(b'"X"', b'"\xff\xfe"'),
+        "invalid_encoding",
+    ),
     ("lone surrogate last in object", b'{"text":"\\ud800"}', "invalid_encoding"),
     ("utf-16 json", json.dumps(GOOD).encode("utf-16"), "invalid_encoding"),
     ("event_id int", good_with(event_id=123), "schema"),
