@@ -13,7 +13,7 @@ venv: $(VENV)/.installed  ## create .venv and install shudi with its dev extras
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	touch $@
 
 demo: venv  ## start a local Kafka and a worker, feed it sample comments, show labelled output
@@ -34,7 +34,6 @@ test: lint  ## everything CI runs: lint, then the whole test suite on a real bro
 	$(BIN)/pytest
 
 bench: venv  ## throughput benchmark on the local broker (not a test; prints figures)
-	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench.throughput
 
 clean:  ## remove the venv and local state (the Kafka jar cache stays in ~/.cache/shudi)
