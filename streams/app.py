@@ -13,9 +13,10 @@ from dataclasses import dataclass
 import faust
 from prometheus_client import CollectorRegistry
 
-from streams.agents import register_enrichment_agent
+from streams.agents import EnrichmentService
 from streams.enrich import Enricher
 from streams.geoip import DatabaseWatcher, Labeller, MmdbDatabase
+from streams.health import Health
 from streams.metrics import Metrics
 from streams.settings import Settings
 
@@ -29,6 +30,7 @@ class Shudi:
     metrics: Metrics
     labeller: Labeller
     watcher: DatabaseWatcher
+    health: Health
 
 
 def faust_broker_urls(settings: Settings) -> list[str]:
@@ -89,11 +91,15 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
         max_message_bytes=settings.max_message_bytes,
         ip_hash_key=settings.ip_hash_key.get_secret_value().encode() if settings.ip_hash_key else None,
     )
-    register_enrichment_agent(app, settings, enricher, metrics)
+    health = Health(stall_timeout_s=settings.stall_timeout_s)
+    # Faust accepts an instance here too; its annotation only names the class form.
+    app.service(EnrichmentService(settings, enricher, metrics, health))  # type: ignore[arg-type]
 
     async def watch_geoip_database() -> None:
         await watcher.run(settings.geoip_reload_interval_s)
 
     app.task(watch_geoip_database)
 
-    return Shudi(app=app, settings=settings, metrics=metrics, labeller=labeller, watcher=watcher)
+    return Shudi(
+        app=app, settings=settings, metrics=metrics, labeller=labeller, watcher=watcher, health=health
+    )

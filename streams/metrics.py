@@ -11,6 +11,10 @@ adds the totals once per batch, because a labelled ``inc()`` costs about as much
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterable, Mapping
+
+from aiokafka.structs import TopicPartition
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from streams.enrich import BatchStats
@@ -102,6 +106,25 @@ class Metrics:
             registry=registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
         )
+        self.commit_failures = Counter(
+            "commit_failures",
+            "Offset commits refused after a rebalance (the batch is delivered again: at-least-once).",
+            namespace=NAMESPACE,
+            registry=registry,
+        )
+        self.last_batch = Gauge(
+            "last_batch_timestamp_seconds",
+            "When the worker last finished a batch (Unix seconds).",
+            namespace=NAMESPACE,
+            registry=registry,
+        )
+        self.consumer_lag = Gauge(
+            "consumer_lag_messages",
+            "Messages between the enrichment consumer's committed offset and the partition's end.",
+            ["topic", "partition"],
+            namespace=NAMESPACE,
+            registry=registry,
+        )
         for outcome in ("enriched", "dead_lettered"):
             self.events.labels(outcome)
         for reason in DEAD_LETTER_REASONS:
@@ -112,6 +135,16 @@ class Metrics:
             self.cache_lookups.labels(result)
         for result in ("success", "failure"):
             self.db_reloads.labels(result)
+
+    def set_lag(self, lags: Mapping[TopicPartition, int]) -> None:
+        for tp, lag in lags.items():
+            self.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
+
+    def forget_partitions(self, partitions: Iterable[TopicPartition]) -> None:
+        """A partition that moved to another worker is that worker's to export (so `sum` stays right)."""
+        for tp in partitions:
+            with contextlib.suppress(KeyError):
+                self.consumer_lag.remove(tp.topic, str(tp.partition))
 
     def observe_reload(self, result: ReloadResult) -> None:
         if result.status == "unchanged":

@@ -55,6 +55,11 @@ class Settings(BaseSettings):
     batch_size: int = Field(1000, ge=1, description="Most events the agent takes from the stream at once.")
     batch_timeout_s: float = Field(0.05, gt=0, description="Longest wait to fill a batch, in seconds.")
     max_message_bytes: int = Field(65_536, ge=256, description="Larger input messages are dead-lettered.")
+    stall_timeout_s: float = Field(
+        120.0,
+        gt=0,
+        description="/healthz fails when the consumer is behind and has made no progress this long.",
+    )
     ip_hash_key: SecretStr | None = Field(
         None, description="Secret for the keyed HMAC `ip_hash` field; no key, no trace of the IP in output."
     )

@@ -1,0 +1,104 @@
+"""Liveness and readiness of a worker, and the HTTP endpoint that serves them beside ``/metrics``.
+
+A process that is up is not necessarily working: an agent can die inside a live worker (faust-streaming
+issues 175 and 640) or a consumer can stop making progress. ``/healthz`` fails in both cases, so a
+Kubernetes liveness probe or a compose healthcheck restarts the worker; ``/readyz`` also waits for the
+worker to have started consuming.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+
+@dataclass
+class Health:
+    """What the consuming loops report, and the verdicts derived from it. Written by the event loop's
+    thread, read by the HTTP server's: every field is a single value, replaced whole."""
+
+    stall_timeout_s: float
+    clock: Callable[[], float] = time.monotonic
+    started: bool = False
+    fatal: str | None = None
+    lag: int = 0
+    last_poll: float = field(default=0.0)
+    last_progress: float = field(default=0.0)
+
+    def mark_started(self) -> None:
+        now = self.clock()
+        self.last_poll = self.last_progress = now
+        self.started = True
+
+    def polled(self, lag: int) -> None:
+        """The consumer loop came round (with or without records); ``lag``: messages behind in all."""
+        now = self.clock()
+        self.last_poll = now
+        if lag == 0 or lag < self.lag:
+            self.last_progress = now
+        self.lag = lag
+
+    def progressed(self) -> None:
+        self.last_progress = self.clock()
+
+    def mark_fatal(self, reason: str) -> None:
+        self.fatal = reason
+
+    def liveness(self) -> tuple[bool, str]:
+        if self.fatal is not None:
+            return False, f"fatal: {self.fatal}"
+        if not self.started:
+            return True, "starting"
+        now = self.clock()
+        if now - self.last_poll > self.stall_timeout_s:
+            return False, f"consumer loop has not polled for {now - self.last_poll:.0f}s"
+        if self.lag > 0 and now - self.last_progress > self.stall_timeout_s:
+            return False, f"{self.lag} messages behind and no progress for {now - self.last_progress:.0f}s"
+        return True, "ok"
+
+    def readiness(self) -> tuple[bool, str]:
+        live, why = self.liveness()
+        if not live:
+            return live, why
+        if not self.started:
+            return False, "starting"
+        return True, "ok"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    registry: CollectorRegistry
+    health: Health
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        if path == "/metrics":
+            self._reply(200, generate_latest(self.registry), CONTENT_TYPE_LATEST)
+        elif path in ("/healthz", "/readyz"):
+            ok, why = self.health.liveness() if path == "/healthz" else self.health.readiness()
+            self._reply(200 if ok else 503, (why + "\n").encode(), "text/plain; charset=utf-8")
+        else:
+            self._reply(404, b"not found: try /metrics, /healthz or /readyz\n", "text/plain; charset=utf-8")
+
+    def _reply(self, status: int, body: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Scrapes every few seconds would flood the log; stay quiet."""
+
+
+def serve(host: str, port: int, registry: CollectorRegistry, health: Health) -> ThreadingHTTPServer:
+    """Serve /metrics, /healthz and /readyz from a daemon thread; returns the server (``.shutdown()``)."""
+    handler = type("Handler", (_Handler,), {"registry": registry, "health": health})
+    server = ThreadingHTTPServer((host, port), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="shudi-http", daemon=True).start()
+    return server
