@@ -15,6 +15,7 @@ from streams.geoip import DatabaseError
 from streams.labelcmd import label
 from streams.localkafka import kafka
 from streams.settings import Settings, SettingsError, load_settings
+from streams.simcmd import simulate
 
 
 def settings_or_exit() -> Settings:
@@ -118,6 +119,7 @@ def send(file: Path, topic: str | None, rate: float) -> None:
 main.add_command(label)
 main.add_command(kafka)
 main.add_command(demo)
+main.add_command(simulate)
 
 
 def configure_logging(level: str) -> None:
