@@ -11,6 +11,7 @@ from typing import NoReturn
 import click
 
 from streams.demo import demo
+from streams.detectcmd import detect_bursts
 from streams.geoip import DatabaseError
 from streams.labelcmd import label
 from streams.localkafka import kafka
@@ -120,6 +121,7 @@ main.add_command(label)
 main.add_command(kafka)
 main.add_command(demo)
 main.add_command(simulate)
+main.add_command(detect_bursts)
 
 
 def configure_logging(level: str) -> None:
