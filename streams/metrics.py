@@ -125,6 +125,98 @@ class Metrics:
             namespace=NAMESPACE,
             registry=registry,
         )
+        # --- counting and burst detection (exported by the worker that owns the territory's partition) ---
+        territory = ["territory", "scope"]
+        self.late_events = Counter(
+            "late_events",
+            "Comments whose event-time window had already closed when their count arrived (not in any window).",
+            namespace=NAMESPACE,
+            registry=registry,
+        )
+        self.windows_closed = Counter(
+            "windows_closed", "Event-time windows closed.", namespace=NAMESPACE, registry=registry
+        )
+        self.bad_count_messages = Counter(
+            "count_messages_invalid",
+            "Records of the internal counts topic that could not be decoded (skipped).",
+            namespace=NAMESPACE,
+            registry=registry,
+        )
+        self.window_events = Gauge(
+            "window_events",
+            "Comments from the territory in the last closed window.",
+            territory,
+            namespace=NAMESPACE,
+            registry=registry,
+        )
+        self.window_baseline = Gauge(
+            "window_baseline_events",
+            "The detector's expected comments per window for the territory.",
+            territory,
+            namespace=NAMESPACE,
+            registry=registry,
+        )
+        self.burst_score = Gauge(
+            "burst_score",
+            "The territory's score against its own baseline in the last closed window.",
+            territory,
+            namespace=NAMESPACE,
+            registry=registry,
+        )
+        self.burst_share_score = Gauge(
+            "burst_share_score",
+            "The territory's share-of-all-comments score in the last closed window.",
+            territory,
+            namespace=NAMESPACE,
+            registry=registry,
+        )
+        self.burst_active = Gauge(
+            "burst_active",
+            "1 while a regional burst from the territory is active, else 0.",
+            territory,
+            namespace=NAMESPACE,
+            registry=registry,
+        )
+        self.bursts_started = Counter(
+            "bursts_started",
+            "Regional bursts started, by territory.",
+            territory,
+            namespace=NAMESPACE,
+            registry=registry,
+        )
+        self.global_window_events = Gauge(
+            "global_window_events",
+            "Comments of all territories in the last closed window.",
+            namespace=NAMESPACE,
+            registry=registry,
+        )
+        self.global_window_baseline = Gauge(
+            "global_window_baseline_events",
+            "Expected comments of all territories per window.",
+            namespace=NAMESPACE,
+            registry=registry,
+        )
+        self.global_surge_score = Gauge(
+            "global_surge_score",
+            "Score of all comments against their baseline in the last closed window.",
+            namespace=NAMESPACE,
+            registry=registry,
+        )
+        self.global_surge_active = Gauge(
+            "global_surge_active",
+            "1 while a global surge (all territories together) is active, else 0.",
+            namespace=NAMESPACE,
+            registry=registry,
+        )
+        self.global_surges_started = Counter(
+            "global_surges_started", "Global surges started.", namespace=NAMESPACE, registry=registry
+        )
+        self.event_time_lag = Gauge(
+            "event_time_lag_seconds",
+            "Wall time minus the event-time watermark of the counting partitions this worker owns (max).",
+            namespace=NAMESPACE,
+            registry=registry,
+        )
         for outcome in ("enriched", "dead_lettered"):
             self.events.labels(outcome)
         for reason in DEAD_LETTER_REASONS:
