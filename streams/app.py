@@ -14,6 +14,7 @@ import faust
 from prometheus_client import CollectorRegistry
 
 from streams.agents import EnrichmentService
+from streams.detection import register_detection_agent, window_spec
 from streams.enrich import Enricher
 from streams.geoip import DatabaseWatcher, Labeller, MmdbDatabase
 from streams.health import Health
@@ -71,7 +72,7 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
         broker=faust_broker_urls(settings),
         broker_credentials=broker_credentials(settings),
         autodiscover=False,
-        store="memory://",
+        store=settings.store,
         datadir=str(settings.data_dir),
         key_serializer="raw",
         value_serializer="raw",
@@ -90,10 +91,12 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
         labeller,
         max_message_bytes=settings.max_message_bytes,
         ip_hash_key=settings.ip_hash_key.get_secret_value().encode() if settings.ip_hash_key else None,
+        windows=window_spec(settings),
     )
     health = Health(stall_timeout_s=settings.stall_timeout_s)
     # Faust accepts an instance here too; its annotation only names the class form.
     app.service(EnrichmentService(settings, enricher, metrics, health))  # type: ignore[arg-type]
+    register_detection_agent(app, settings, metrics)
 
     async def watch_geoip_database() -> None:
         await watcher.run(settings.geoip_reload_interval_s)

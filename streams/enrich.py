@@ -26,6 +26,7 @@ from streams.events import (
 )
 from streams.geoip import Labeller
 from streams.territory import InvalidIP, Territory, UnknownReason, parse_ip
+from streams.windows import WindowSpec
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,10 @@ class BatchResult:
     enriched: list[OutRecord]
     dead_letters: list[OutRecord]
     stats: BatchStats
+    # For the counting stage (empty without a WindowSpec): comments per post, per (territory, window start),
+    # and the latest event time seen per input partition.
+    windows: dict[tuple[Territory, int], Counter[str]] = field(default_factory=dict)
+    watermarks: dict[int, float] = field(default_factory=dict)
 
 
 class Enricher:
@@ -82,9 +87,11 @@ class Enricher:
         *,
         max_message_bytes: int,
         ip_hash_key: bytes | None = None,
+        windows: WindowSpec | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._labeller = labeller
+        self._windows = windows
         self._max_bytes = max_message_bytes
         self._ip_hash_key = ip_hash_key
         self._clock = clock
@@ -99,6 +106,9 @@ class Enricher:
         db_build = labeller.db.build
         territories = stats.territories
         hits_before, misses_before = labeller.cache_counts()
+        spec = self._windows
+        windows: dict[tuple[Territory, int], Counter[str]] = {}
+        watermarks: dict[int, float] = {}
         for record in records:
             try:
                 comment = decode_comment(record.value, max_bytes=self._max_bytes)
@@ -129,11 +139,20 @@ class Enricher:
                 ip_hash=self._hash(comment),
             )
             enriched.append(OutRecord(record.key or comment.post_id.encode(), value))
+            if spec is not None:
+                event_time = comment.created_at.timestamp()
+                if event_time > watermarks.get(record.partition, -1e18):
+                    watermarks[record.partition] = event_time
+                for start in spec.starts(event_time):
+                    posts = windows.get((territory, start))
+                    if posts is None:
+                        posts = windows[(territory, start)] = Counter()
+                    posts[comment.post_id] += 1
         stats.enriched = len(enriched)
         hits_after, misses_after = labeller.cache_counts()
         stats.cache_hits = max(0, hits_after - hits_before)
         stats.cache_misses = max(0, misses_after - misses_before)
-        return BatchResult(enriched, dead, stats)
+        return BatchResult(enriched, dead, stats, windows, watermarks)
 
     def _hash(self, comment: Comment) -> str | None:
         if self._ip_hash_key is None:

@@ -318,3 +318,73 @@ def load_schema(name: str) -> dict[str, Any]:
         )
     schema: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     return schema
+
+
+# --- the internal counts topic (schemas/territory_counts.schema.json) ---------------------------------------
+
+MAX_DELTA_POSTS: Final = 32
+
+
+class WindowDelta(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    start: int  # window start, Unix seconds
+    count: int
+    posts: list[tuple[str, int]]  # the batch's busiest posts in the window, at most MAX_DELTA_POSTS
+
+
+class CountDelta(msgspec.Struct, tag="delta", tag_field="kind", frozen=True, gc=False, kw_only=True):
+    schema_version: Literal[1] = SCHEMA_VERSION
+    territory: Territory
+    windows: list[WindowDelta]
+
+
+class Tick(msgspec.Struct, tag="tick", tag_field="kind", frozen=True, gc=False, kw_only=True):
+    schema_version: Literal[1] = SCHEMA_VERSION
+    source: int
+    watermark: float
+    idle: bool = False
+    totals: list[tuple[int, int]]
+
+
+CountMessage = CountDelta | Tick
+_COUNTS_DECODER: Final[msgspec.json.Decoder[CountDelta | Tick]] = msgspec.json.Decoder(CountMessage)
+
+
+def encode_count_message(message: CountDelta | Tick) -> bytes:
+    return _ENCODER.encode(message)
+
+
+def decode_count_message(raw: bytes) -> CountDelta | Tick:
+    """Raises msgspec.DecodeError (incl. ValidationError) for anything else."""
+    return _COUNTS_DECODER.decode(raw)
+
+
+# --- burst events (schemas/burst.schema.json) ---------------------------------------------------------------
+
+BurstKind = Literal["started", "updated", "ended"]
+BurstType = Literal["regional", "global"]
+
+
+class TopPost(msgspec.Struct, frozen=True, gc=False):
+    post_id: str
+    count: int
+
+
+class BurstEvent(msgspec.Struct, frozen=True, gc=False, kw_only=True):
+    schema_version: Literal[1] = SCHEMA_VERSION
+    kind: BurstKind
+    type: BurstType
+    burst_id: str
+    territory: Territory | None
+    window_start: datetime
+    window_end: datetime
+    burst_start: datetime | None = None
+    count: int
+    baseline: float
+    score: float | None
+    share_score: float | None
+    top_posts: list[TopPost]
+    emitted_at: datetime
+
+
+def encode_burst(event: BurstEvent) -> bytes:
+    return _ENCODER.encode(event)

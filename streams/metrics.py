@@ -129,7 +129,7 @@ class Metrics:
         territory = ["territory", "scope"]
         self.late_events = Counter(
             "late_events",
-            "Comments whose event-time window had already closed when their count arrived (not in any window).",
+            "Comments whose event-time window had closed when their count arrived (in no window).",
             namespace=NAMESPACE,
             registry=registry,
         )

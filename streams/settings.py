@@ -36,6 +36,10 @@ class Settings(BaseSettings):
     dlq_topic: str = Field(
         "comments.dlq", description="Dead-letter topic for events that cannot be processed."
     )
+    counts_topic: str = Field(
+        "territory.counts", description="Internal topic of per-batch territory counts and watermark ticks."
+    )
+    bursts_topic: str = Field("territory.bursts", description="Topic the burst events go to.")
     partitions: int = Field(8, ge=1, description="Partitions of the topics shudi creates.")
     replication_factor: int = Field(1, ge=1, description="Replication factor of the topics shudi creates.")
     dlq_retention_ms: int = Field(
@@ -63,6 +67,43 @@ class Settings(BaseSettings):
     ip_hash_key: SecretStr | None = Field(
         None, description="Secret for the keyed HMAC `ip_hash` field; no key, no trace of the IP in output."
     )
+
+    # --- Windows and burst detection ------------------------------------------------------------------------
+    window_s: int = Field(60, ge=1, description="Event-time window size, in seconds.")
+    window_hop_s: int = Field(
+        0,
+        ge=0,
+        description="Hop of hopping windows, in seconds (a divisor of the size); 0: tumbling windows.",
+    )
+    allowed_lateness_s: int = Field(
+        30,
+        ge=0,
+        description="A window closes this long (event time) after its end; later events count as late.",
+    )
+    tick_interval_s: float = Field(
+        1.0,
+        gt=0,
+        description="How often each input partition's watermark and totals are sent to the counters.",
+    )
+    store: str = Field("memory://", description="Faust table store (rocksdb:// needs Faust's RocksDB extra).")
+    detector_warmup_windows: int = Field(
+        30, ge=0, description="Windows a territory is watched before it may fire."
+    )
+    detector_min_count: int = Field(
+        20, ge=0, description="A window with fewer comments never starts a burst."
+    )
+    detector_min_ratio: float = Field(1.5, ge=1.0, description="Count / baseline needed to start a burst.")
+    detector_on_threshold: float = Field(3.2, gt=0, description="Own-baseline score that starts a burst.")
+    detector_share_threshold: float = Field(
+        3.2, gt=0, description="Share-of-all-comments score a regional burst also needs."
+    )
+    detector_off_threshold: float = Field(1.5, description="Score below which a burst cools down.")
+    detector_on_windows: int = Field(2, ge=1, description="Consecutive hot windows that start a burst.")
+    detector_off_windows: int = Field(2, ge=1, description="Consecutive cool windows that end a burst.")
+    detector_alpha: float = Field(
+        0.05, gt=0, lt=1, description="EWMA weight of a new window in the baseline."
+    )
+    detector_seasonal: bool = Field(False, description="Learn a daily profile (24 slots) into the baseline.")
 
     # --- GeoIP -------------------------------------------------------------------------------------------
     geoip_db: Path = Field(
@@ -98,6 +139,12 @@ class Settings(BaseSettings):
     def _sasl_needs_credentials(self) -> Settings:
         if self.security_protocol.startswith("SASL") and not (self.sasl_username and self.sasl_password):
             raise ValueError("SASL security_protocol needs SHUDI_SASL_USERNAME and SHUDI_SASL_PASSWORD")
+        return self
+
+    @model_validator(mode="after")
+    def _hop_divides_window(self) -> Settings:
+        if self.window_hop_s and (self.window_hop_s > self.window_s or self.window_s % self.window_hop_s):
+            raise ValueError("SHUDI_WINDOW_HOP_S must divide SHUDI_WINDOW_S")
         return self
 
     @property

@@ -6,6 +6,7 @@ processes nothing, so the worker creates the topics it needs (an existing topic 
 
 from __future__ import annotations
 
+from streams.detection import changelog_topics
 from streams.kafka_admin import create_topics
 from streams.settings import Settings
 
@@ -16,9 +17,20 @@ def topic_plan(settings: Settings) -> tuple[dict[str, int], dict[str, dict[str, 
         settings.input_topic: settings.partitions,
         settings.enriched_topic: settings.partitions,
         settings.dlq_topic: settings.partitions,
+        settings.counts_topic: settings.partitions,
+        settings.bursts_topic: settings.partitions,
     }
     # The dead-letter topic keeps original messages, raw IPs included, for reprocessing: short retention.
-    config = {settings.dlq_topic: {"retention.ms": str(settings.dlq_retention_ms)}}
+    # The counts topic only carries state forward until windows close (the tables keep the rest).
+    config = {
+        settings.dlq_topic: {"retention.ms": str(settings.dlq_retention_ms)},
+        settings.counts_topic: {"retention.ms": str(24 * 3600 * 1000)},
+    }
+    # Faust would declare the tables' changelogs itself, but on a fresh cluster its first metadata view can
+    # miss them and the agent then crashes with PartitionsMismatch; they must match the counts topic.
+    for changelog in changelog_topics(settings):
+        partitions[changelog] = settings.partitions
+        config[changelog] = {"cleanup.policy": "compact"}
     return partitions, config
 
 
