@@ -12,13 +12,17 @@ def test_topic_plan_defaults() -> None:
     s = Settings()
     partitions, config = topic_plan(s)
     changelogs = {f"shudi-{table}-changelog" for table in CHANGELOGS}
-    assert set(partitions) == {
-        "comments",
-        "comments.enriched",
-        "comments.dlq",
-        "territory.counts",
-        "territory.bursts",
-    } | changelogs
+    assert (
+        set(partitions)
+        == {
+            "comments",
+            "comments.enriched",
+            "comments.dlq",
+            "territory.counts",
+            "territory.bursts",
+        }
+        | changelogs
+    )
     # Faust refuses a table whose changelog has other partitions than its source topic (the counts topic).
     assert set(partitions.values()) == {s.partitions}
     assert config["comments.dlq"] == {"retention.ms": str(s.dlq_retention_ms)}
