@@ -7,11 +7,20 @@ relays ≈ 7 k events/s where a plain aiokafka loop relays ≈ 25 k/s. The enric
 needs none of Faust's tables, so it runs as a ``mode.Service`` started and stopped with the Faust app,
 with its own consumer group ``<app_id>-enrich``; the stateful stages keep Faust's agents and tables.
 
+Each batch's enriched records and dead letters are produced, and their acknowledgements awaited, before the
+next batch. Its counts are merged in memory and *flushed* about once a second (``SHUDI_TICK_INTERVAL_S``, or
+sooner once ``FLUSH_BATCHES`` full batches wait):
+one delta per territory and window to the counts topic, then the watermark ticks, and then the offsets of
+every batch since the last flush are committed. One flush a second instead of one delta per batch keeps
+the Faust counting agent's load at a few dozen messages a second whatever the input rate, and commits stop
+costing a round trip per batch.
+
 Guarantees:
-- At-least-once: a batch's offsets are committed only after the broker acknowledged every record the batch
-  produced (enriched and dead letters), and always as a whole, so a commit never passes an unprocessed
-  event. A rebalance waits for the batch in flight (the revoke listener takes the batch lock). A commit
-  refused after a rebalance only means the batch is delivered again.
+- At-least-once: offsets are committed only after the broker acknowledged every record produced for them
+  (enriched, dead letters and counts), so a commit never passes an unprocessed or uncounted event. A crash
+  replays at most the batches since the last flush (at most FLUSH_BATCHES + 1 batches). A rebalance, and a
+  graceful stop, wait for the batch in flight and flush first; a commit refused after a rebalance only
+  means those batches are delivered again.
 - Bad input never raises out of :class:`streams.enrich.Enricher`. Anything else that escapes the loop
   (e.g. the broker unreachable beyond the producer's retries) is fatal: it is logged, ``/healthz`` fails,
   and the worker stops with exit code 70, so the orchestrator restarts it instead of keeping a live process
@@ -42,10 +51,12 @@ from streams.health import Health
 from streams.kafka_clients import client_options
 from streams.metrics import Metrics
 from streams.settings import Settings
+from streams.territory import Territory
 
 log = logging.getLogger(__name__)
 
 EXIT_FATAL = 70  # EX_SOFTWARE: the worker stopped because its consuming loop failed
+FLUSH_BATCHES = 4  # flush early once this many full batches wait: bounds what a crash replays
 
 
 async def produce_all(producer: AIOKafkaProducer, batches: Iterable[tuple[str, Sequence[OutRecord]]]) -> None:
@@ -67,6 +78,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
         async with self._service.batch_lock:
+            await self._service.flush()
             self._service.forget(revoked)
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
@@ -89,7 +101,10 @@ class EnrichmentService(mode.Service):
         self._marks: dict[int, float] = {}  # latest created_at seen
         self._marked_at: dict[int, float] = {}  # wall time it was seen
         self._busy: set[int] = set()  # partitions with events since the last tick
-        self._totals: Counter[int] = Counter()  # comments per window since the last tick
+        # Counts and offsets of the batches since the last flush.
+        self._windows: dict[tuple[Territory, int], Counter[str]] = {}
+        self._offsets: dict[TopicPartition, int] = {}
+        self._pending_events = 0
         # Where each assigned partition's consumption stands (the next offset to commit): the lag's base.
         self._committed: dict[TopicPartition, int] = {}
 
@@ -122,6 +137,13 @@ class EnrichmentService(mode.Service):
         self.health.mark_started()
 
     async def on_stop(self) -> None:
+        async with self.batch_lock:
+            try:
+                await self.flush()
+            except Exception as exc:  # noqa: BLE001 -- stopping anyway; unflushed batches are redelivered
+                log.warning(
+                    "final flush failed (%s); the last batches will be redelivered", type(exc).__name__
+                )
         await self.consumer.stop()
         await self.producer.stop()
 
@@ -130,16 +152,27 @@ class EnrichmentService(mode.Service):
         try:
             while not self.should_stop:
                 batches = await self.consumer.getmany(timeout_ms=500, max_records=self.settings.batch_size)
+                if self.should_stop:
+                    break  # stopping: this batch is neither produced nor committed, so it is redelivered
                 if batches:
                     async with self.batch_lock:
                         await self._process(batches)
+                        if self._pending_events >= FLUSH_BATCHES * self.settings.batch_size:
+                            await self.flush()
                 self.health.polled(self._lag())
         except asyncio.CancelledError:
             raise
-        except Exception as exc:
-            log.critical("enrichment loop failed, stopping the worker: %s", type(exc).__name__, exc_info=exc)
-            self.health.mark_fatal(type(exc).__name__)  # `shudi worker` exits with EXIT_FATAL on seeing it
-            os.kill(os.getpid(), signal.SIGTERM)
+        except Exception as exc:  # noqa: BLE001 -- see the module docstring: fatal, restart the worker
+            if self.should_stop:
+                # Clients closing under a stopping worker: nothing is lost, the batch is redelivered.
+                log.info("enrichment loop ended while stopping (%s)", type(exc).__name__)
+                return
+            self._fatal(exc)
+
+    def _fatal(self, exc: BaseException) -> None:
+        log.critical("enrichment loop failed, stopping the worker: %s", type(exc).__name__, exc_info=exc)
+        self.health.mark_fatal(type(exc).__name__)  # `shudi worker` exits with EXIT_FATAL on seeing it
+        os.kill(os.getpid(), signal.SIGTERM)
 
     async def _process(self, batches: dict[TopicPartition, list[Any]]) -> None:
         started = time.perf_counter()
@@ -150,17 +183,9 @@ class EnrichmentService(mode.Service):
         ]
         result = self.enricher.process_batch(records)
         settings = self.settings
-        deltas = [
-            OutRecord(delta.territory.code.encode(), encode_count_message(delta))
-            for delta in count_deltas(result.windows)
-        ]
         await produce_all(
             self.producer,
-            (
-                (settings.enriched_topic, result.enriched),
-                (settings.dlq_topic, result.dead_letters),
-                (settings.counts_topic, deltas),
-            ),
+            ((settings.enriched_topic, result.enriched), (settings.dlq_topic, result.dead_letters)),
         )
         now = time.time()
         for partition, mark in result.watermarks.items():
@@ -168,15 +193,14 @@ class EnrichmentService(mode.Service):
                 self._marks[partition] = mark
             self._marked_at[partition] = now
             self._busy.add(partition)
-        self._totals.update(window_totals(result.windows))
-        offsets = {tp: messages[-1].offset + 1 for tp, messages in batches.items()}
-        try:
-            await self.consumer.commit(offsets)
-            self._committed.update(offsets)
-        except (CommitFailedError, IllegalStateError) as exc:
-            # The partitions moved on while the batch was produced: it will be delivered again.
-            log.warning("commit refused (%s); the batch will be redelivered", type(exc).__name__)
-            self.metrics.commit_failures.inc()
+        for key, posts in result.windows.items():
+            pending = self._windows.get(key)
+            if pending is None:
+                self._windows[key] = posts
+            else:
+                pending.update(posts)
+        self._offsets.update({tp: messages[-1].offset + 1 for tp, messages in batches.items()})
+        self._pending_events += len(records)
         self.metrics.observe_batch(result.stats)
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
         self.metrics.last_batch.set_to_current_time()
@@ -184,13 +208,51 @@ class EnrichmentService(mode.Service):
 
     @mode.Service.task
     async def _tick(self) -> None:
-        """About once a second, tell every counting partition how far event time has come here."""
-        while not self.should_stop:
-            await self.sleep(self.settings.tick_interval_s)
-            async with self.batch_lock:
-                await self._send_ticks()
+        """Flush about once a second, also when no batch comes (quiet windows must still close)."""
+        try:
+            while not self.should_stop:
+                await self.sleep(self.settings.tick_interval_s)
+                async with self.batch_lock:
+                    await self.flush()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 -- as in _consume
+            if self.should_stop:
+                return
+            self._fatal(exc)
 
-    async def _send_ticks(self) -> None:
+    async def flush(self) -> None:
+        """Send the pending counts and the watermark ticks, wait for the broker, then commit the offsets."""
+        settings = self.settings
+        windows, self._windows = self._windows, {}
+        records: list[Awaitable[Any]] = []
+        for delta in count_deltas(windows):
+            records.append(
+                await self.producer.send(
+                    settings.counts_topic, encode_count_message(delta), key=delta.territory.code.encode()
+                )
+            )
+        for counting_partition, tick in self._ticks(window_totals(windows)):
+            records.append(
+                await self.producer.send(settings.counts_topic, tick, partition=counting_partition)
+            )
+        if records:
+            await asyncio.gather(*records)
+        self._busy.clear()
+        self._pending_events = 0
+        offsets, self._offsets = self._offsets, {}
+        if not offsets:
+            return
+        try:
+            await self.consumer.commit(offsets)
+            self._committed.update(offsets)
+        except (CommitFailedError, IllegalStateError) as exc:
+            # The partitions moved on meanwhile: those batches will be delivered again (and counted again).
+            log.warning("commit refused (%s); the batches will be redelivered", type(exc).__name__)
+            self.metrics.commit_failures.inc()
+
+    def _ticks(self, totals: Counter[int]) -> list[tuple[int, bytes]]:
+        """(counting partition, encoded tick) for every source partition this worker has seen."""
         now = time.time()
         ticks: list[Tick] = []
         for partition, mark in sorted(self._marks.items()):
@@ -200,19 +262,15 @@ class EnrichmentService(mode.Service):
                 mark += now - self._marked_at[partition]
             ticks.append(Tick(source=partition, watermark=mark, idle=idle, totals=[]))
         if not ticks:
-            return
-        totals = sorted(self._totals.items())
-        pending: list[Awaitable[Any]] = []
-        for counting_partition in range(self.settings.partitions):
-            for i, tick in enumerate(ticks):
-                # Each comment is counted once: the totals ride on one tick per counting partition.
-                value = encode_count_message(msgspec.structs.replace(tick, totals=totals) if i == 0 else tick)
-                pending.append(
-                    await self.producer.send(self.settings.counts_topic, value, partition=counting_partition)
-                )
-        await asyncio.gather(*pending)
-        self._busy.clear()
-        self._totals.clear()
+            return []
+        with_totals = encode_count_message(msgspec.structs.replace(ticks[0], totals=sorted(totals.items())))
+        plain = [encode_count_message(tick) for tick in ticks[1:]]
+        # Each comment is counted once: the totals ride on one tick per counting partition.
+        return [
+            (counting_partition, value)
+            for counting_partition in range(self.settings.partitions)
+            for value in (with_totals, *plain)
+        ]
 
     async def learn_offsets(self, assigned: Iterable[TopicPartition]) -> None:
         """Start each newly assigned partition's lag from its committed offset (or its beginning)."""

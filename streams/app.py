@@ -79,6 +79,9 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
         consumer_auto_offset_reset="earliest",
+        # Faust's 60 s default keeps a dead worker's partitions unassigned for a minute after a crash;
+        # aiokafka's own default (used by the enrichment consumer) is 10 s.
+        broker_session_timeout=10.0,
         # Faust's web server serves table contents and a router to anyone by default: bind it where the
         # settings say and keep only the health/stats views.
         web_bind=settings.web_host,

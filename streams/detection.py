@@ -114,8 +114,9 @@ class Detection:
         self._owned: dict[int, dict[str, Territory]] = {}
 
     def _table(self, app: faust.App, name: str) -> Any:
-        # Keys and values are bytes (the app's serializers are raw): values are msgspec-encoded here.
-        return app.Table(name, partitions=self.settings.partitions)
+        # Keys and values are bytes, msgspec-encoded here. Faust picks the changelog codec from the types:
+        # bytes means raw; anything else means JSON, which fails at recovery on these values.
+        return app.Table(name, partitions=self.settings.partitions, key_type=bytes, value_type=bytes)
 
     # --- messages ------------------------------------------------------------------------------------------
 
@@ -194,6 +195,8 @@ class Detection:
 
     async def _close_global(self, partition: int, start: int, total: int) -> None:
         record = self._record(GLOBAL_KEY, partition, None)
+        if record.state is None and total == 0:
+            return  # as for a territory: start with the first comments, not with the empty windows before
         burst_start = record.state.burst_start if record.state is not None else None
         state, verdict = step(
             record.state, key=GLOBAL_KEY, window_start=start, count=total, total=None, params=self.params
