@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from streams.detector import GLOBAL_KEY, DetectorParams, TerritoryState, step
+from streams.simulate import poisson
 
 # Internet users (millions, rough CNNIC-era orders of magnitude) and the UTC offset of the local day.
 TERRITORIES: dict[str, tuple[float, float]] = {
@@ -68,34 +69,6 @@ DEFINITIONS = (
 # ----------------------------------------------------------------------------------------------------------
 # Traffic
 # ----------------------------------------------------------------------------------------------------------
-
-
-def poisson(rng: random.Random, lam: float) -> int:
-    """A Poisson variate: multiplication for small means, PTRS (Hörmann 1993) otherwise."""
-    if lam <= 0:
-        return 0
-    if lam < 10:
-        limit, k, p = math.exp(-lam), 0, rng.random()
-        while p > limit:
-            k += 1
-            p *= rng.random()
-        return k
-    slam, loglam = math.sqrt(lam), math.log(lam)
-    b = 0.931 + 2.53 * slam
-    a = -0.059 + 0.02483 * b
-    inv_alpha = 1.1239 + 1.1328 / (b - 3.4)
-    vr = 0.9277 - 3.6224 / (b - 2)
-    while True:
-        u = rng.random() - 0.5
-        v = rng.random()
-        us = 0.5 - abs(u)
-        k = math.floor((2 * a / us + b) * u + lam + 0.43)
-        if us >= 0.07 and v <= vr:
-            return k
-        if k < 0 or (us < 0.013 and v > us):
-            continue
-        if math.log(v * inv_alpha / (a / (us * us) + b)) <= -lam + k * loglam - math.lgamma(k + 1):
-            return k
 
 
 def daily(offset_h: float, minute: int) -> float:

@@ -7,7 +7,6 @@ stops at start with one line naming the path.
 
 from __future__ import annotations
 
-import ssl
 from dataclasses import dataclass
 
 import faust
@@ -18,6 +17,7 @@ from streams.detection import register_detection_agent, window_spec
 from streams.enrich import Enricher
 from streams.geoip import DatabaseWatcher, Labeller, MmdbDatabase
 from streams.health import Health
+from streams.kafka_clients import ssl_context
 from streams.metrics import Metrics
 from streams.settings import Settings
 
@@ -39,12 +39,8 @@ def faust_broker_urls(settings: Settings) -> list[str]:
 
 
 def broker_credentials(settings: Settings) -> faust.SASLCredentials | faust.SSLCredentials | None:
-    protocol = settings.security_protocol
-    context: ssl.SSLContext | None = None
-    if protocol in ("SSL", "SASL_SSL"):
-        cafile = str(settings.ssl_cafile) if settings.ssl_cafile else None
-        context = ssl.create_default_context(cafile=cafile)
-    if protocol.startswith("SASL"):
+    context = ssl_context(settings)
+    if settings.security_protocol.startswith("SASL"):
         password = settings.sasl_password.get_secret_value() if settings.sasl_password else None
         return faust.SASLCredentials(
             username=settings.sasl_username,

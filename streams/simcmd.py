@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import random
 import signal
-import ssl
 import sys
 import time
 from collections.abc import Callable
@@ -28,6 +27,7 @@ from typing import Any
 
 import click
 
+from streams.kafka_clients import client_options
 from streams.settings import Settings, SettingsError, load_settings
 from streams.simulate import (
     TZ_CN,
@@ -55,20 +55,11 @@ class ProduceResult:
     stopped: bool  # by SIGINT/SIGTERM
 
 
-def kafka_security(settings: Settings) -> dict[str, Any]:
-    """aiokafka client arguments for the configured security protocol (as the worker connects)."""
-    protocol = settings.security_protocol
-    kwargs: dict[str, Any] = {"security_protocol": protocol}
-    if protocol in ("SSL", "SASL_SSL"):
-        cafile = str(settings.ssl_cafile) if settings.ssl_cafile else None
-        kwargs["ssl_context"] = ssl.create_default_context(cafile=cafile)
-    if protocol.startswith("SASL"):
-        kwargs["sasl_mechanism"] = settings.sasl_mechanism
-        kwargs["sasl_plain_username"] = settings.sasl_username
-        kwargs["sasl_plain_password"] = (
-            settings.sasl_password.get_secret_value() if settings.sasl_password else None
-        )
-    return kwargs
+def _security_options(settings: Settings) -> dict[str, Any]:
+    """The worker's TLS/SASL client options; the broker address comes from --broker instead."""
+    options = client_options(settings)
+    del options["bootstrap_servers"]
+    return options
 
 
 def _status(sim: Simulation, sent: int, rate: float, lag: float) -> str:
@@ -371,7 +362,9 @@ def simulate(
                 duration=duration,
                 limit=max_events,
                 progress=progress,
-                producer_kwargs=kafka_security(settings),
+                producer_kwargs={
+                    k: v for k, v in client_options(settings).items() if k != "bootstrap_servers"
+                },
             )
         )
     except (KafkaError, OSError) as exc:

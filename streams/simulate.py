@@ -554,7 +554,7 @@ def _zipf_rank(u: float, n: int, s: float) -> int:
     return min(n, max(1, int(x)))
 
 
-def _poisson(rng: random.Random, lam: float) -> int:
+def poisson(rng: random.Random, lam: float) -> int:
     """A Poisson(lam) draw: inversion for small means, Hörmann's PTRS (as numpy) for large ones."""
     if lam <= 0:
         return 0
@@ -748,7 +748,7 @@ class Simulation:
                 lam = cfg.sim_rate * self.shares[code] * cyc * (t1 - t0)
                 if shape:
                     lam *= rng.gammavariate(shape, dispersion)
-                for _ in range(_poisson(rng, lam)):
+                for _ in range(poisson(rng, lam)):
                     planned.append((rng.uniform(t0, t1), ti, -1))
             for bi, b in enumerate(self.bursts):
                 lo, hi = max(t0, b.start), min(t1, b.end)
@@ -756,7 +756,7 @@ class Simulation:
                     continue
                 lam = cfg.sim_rate * self.shares[b.territory] * cyc * (b.multiplier - 1) * (hi - lo)
                 ti = self._tindex[b.territory]
-                for _ in range(_poisson(rng, lam)):
+                for _ in range(poisson(rng, lam)):
                     planned.append((rng.uniform(lo, hi), ti, bi))
             planned.sort()
             for offset, ti, bi in planned:

@@ -30,9 +30,9 @@ from streams.simulate import (
     SimEvent,
     Simulation,
     TerritoryPool,
-    _poisson,
     load_bursts,
     parse_bursts,
+    poisson,
     random_bursts,
     rfc3339,
     territory_shares,
@@ -170,7 +170,7 @@ def test_daily_cycle_shape() -> None:
 @pytest.mark.parametrize("lam", [0.0, 0.3, 4.0, 29.0, 31.0, 250.0, 5000.0])
 def test_poisson_mean_and_variance(lam: float) -> None:
     rng = random.Random(1)
-    xs = [_poisson(rng, lam) for _ in range(4000)]
+    xs = [poisson(rng, lam) for _ in range(4000)]
     mean = sum(xs) / len(xs)
     var = sum((x - mean) ** 2 for x in xs) / len(xs)
     assert abs(mean - lam) <= 5 * math.sqrt(max(lam, 0.01) / len(xs))
