@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	touch $@
 
-demo: venv  ## start a local Kafka and a worker, feed it sample comments, show labelled output
+demo: venv  ## local Kafka, two workers and the simulator with scripted bursts, watched live
 	$(BIN)/shudi demo
 
 lint: venv  ## ruff and mypy

@@ -26,6 +26,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -421,6 +422,9 @@ def demo(
     signal.signal(signal.SIGTERM, _sigterm)  # `kill <demo>` cleans up like Ctrl-C
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
+    for p in (metrics_port, metrics_port + 1):
+        if _port_taken(p):
+            raise DemoError(f"127.0.0.1:{p} is in use: choose other worker metrics ports with --metrics-port")
     bootstrap = f"127.0.0.1:{port}"
     started_broker = None
     if localkafka.status(port):
@@ -444,7 +448,7 @@ def demo(
         "SHUDI_PARTITIONS": str(PARTITIONS),
         "SHUDI_WINDOW_S": str(WINDOW_S),
         "SHUDI_ALLOWED_LATENESS_S": "5",
-        "SHUDI_TICK_INTERVAL_S": "0.25",
+        "SHUDI_TICK_INTERVAL_S": "0.5",
         "SHUDI_DETECTOR_WARMUP_WINDOWS": str(WARMUP_WINDOWS),
         "SHUDI_METRICS_HOST": "127.0.0.1",
     }
@@ -539,6 +543,12 @@ def demo(
                 localkafka.stop(started_broker)
     if interrupted:
         click.echo("interrupted: stopped")
+
+
+def _port_taken(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _sigterm(signum: int, frame: object) -> None:

@@ -222,8 +222,9 @@ class Detection:
         m.burst_score.labels(*labels).set(_finite(verdict.score))
         m.burst_share_score.labels(*labels).set(_finite(verdict.share_score))
         m.burst_active.labels(*labels).set(1 if verdict.active else 0)
+        started = m.bursts_started.labels(*labels)  # exported at 0 first, so increase() sees the first burst
         if verdict.transition == "started":
-            m.bursts_started.labels(*labels).inc()
+            started.inc()
 
     async def _announce(
         self,

