@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -122,10 +121,6 @@ main.add_command(kafka)
 main.add_command(demo)
 main.add_command(simulate)
 main.add_command(detect_bursts)
-
-
-def configure_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 if __name__ == "__main__":

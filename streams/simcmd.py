@@ -362,9 +362,7 @@ def simulate(
                 duration=duration,
                 limit=max_events,
                 progress=progress,
-                producer_kwargs={
-                    k: v for k, v in client_options(settings).items() if k != "bootstrap_servers"
-                },
+                producer_kwargs=_security_options(settings),
             )
         )
     except (KafkaError, OSError) as exc:
