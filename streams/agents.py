@@ -107,6 +107,21 @@ class EnrichmentService(mode.Service):
         self._pending_events = 0
         # Where each assigned partition's consumption stands (the next offset to commit): the lag's base.
         self._committed: dict[TopicPartition, int] = {}
+        # Set when the worker begins to stop, long before Faust reaches this service in its stop order.
+        self._stop_requested = False
+
+    def request_stop(self) -> None:
+        """Take no more batches: the one in flight finishes, and ``on_stop`` flushes and commits it.
+
+        Faust stops its own services (fetcher, tables, agents) before this one, and while they stop the loop
+        would keep taking batches that only make the stop longer and the next worker's backlog shorter."""
+        if not self._stop_requested:
+            log.info("stop requested: finishing the batch in flight")
+        self._stop_requested = True
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop_requested or self.should_stop
 
     async def on_start(self) -> None:
         # Faust leaves aiokafka's logger at DEBUG, and AIOKafkaProducer.send() builds a debug record per
@@ -150,9 +165,9 @@ class EnrichmentService(mode.Service):
     @mode.Service.task
     async def _consume(self) -> None:
         try:
-            while not self.should_stop:
+            while not self.stopping:
                 batches = await self.consumer.getmany(timeout_ms=500, max_records=self.settings.batch_size)
-                if self.should_stop:
+                if self.stopping:
                     break  # stopping: this batch is neither produced nor committed, so it is redelivered
                 if batches:
                     async with self.batch_lock:

@@ -53,6 +53,18 @@ def broker_credentials(settings: Settings) -> faust.SASLCredentials | faust.SSLC
     return None
 
 
+def worker_class(enrichment: EnrichmentService) -> type[faust.Worker]:
+    """Faust's worker, telling the enrichment loop to stop taking batches as soon as a stop begins
+    (SIGTERM, SIGINT or a fatal error), not when Faust's stop order reaches it."""
+
+    class Worker(faust.Worker):
+        async def stop(self) -> None:
+            enrichment.request_stop()
+            await super().stop()
+
+    return Worker
+
+
 def create_app(settings: Settings, *, registry: CollectorRegistry | None = None) -> Shudi:
     """Build a worker's Faust app. Raises :class:`streams.geoip.DatabaseError` if the database is unusable."""
     metrics = Metrics(registry if registry is not None else CollectorRegistry())
@@ -62,6 +74,15 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
     )
     watcher = DatabaseWatcher(labeller, settings.geoip_db, on_result=metrics.observe_reload)
     metrics.db_build.set(database.build_epoch)
+
+    enricher = Enricher(
+        labeller,
+        max_message_bytes=settings.max_message_bytes,
+        ip_hash_key=settings.ip_hash_key.get_secret_value().encode() if settings.ip_hash_key else None,
+        windows=window_spec(settings),
+    )
+    health = Health(stall_timeout_s=settings.stall_timeout_s)
+    enrichment = EnrichmentService(settings, enricher, metrics, health)
 
     app = faust.App(
         settings.app_id,
@@ -85,16 +106,10 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
         web_port=settings.web_port,
         web_router_enabled=False,
         web_tables_enabled=False,
+        Worker=worker_class(enrichment),
     )
-    enricher = Enricher(
-        labeller,
-        max_message_bytes=settings.max_message_bytes,
-        ip_hash_key=settings.ip_hash_key.get_secret_value().encode() if settings.ip_hash_key else None,
-        windows=window_spec(settings),
-    )
-    health = Health(stall_timeout_s=settings.stall_timeout_s)
     # Faust accepts an instance here too; its annotation only names the class form.
-    app.service(EnrichmentService(settings, enricher, metrics, health))  # type: ignore[arg-type]
+    app.service(enrichment)  # type: ignore[arg-type]
     register_detection_agent(app, settings, metrics)
 
     async def watch_geoip_database() -> None:
