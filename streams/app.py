@@ -32,6 +32,7 @@ class Shudi:
     labeller: Labeller
     watcher: DatabaseWatcher
     health: Health
+    enrichment: EnrichmentService
 
 
 def faust_broker_urls(settings: Settings) -> list[str]:
@@ -118,5 +119,11 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
     app.task(watch_geoip_database)
 
     return Shudi(
-        app=app, settings=settings, metrics=metrics, labeller=labeller, watcher=watcher, health=health
+        app=app,
+        settings=settings,
+        metrics=metrics,
+        labeller=labeller,
+        watcher=watcher,
+        health=health,
+        enrichment=enrichment,
     )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from streams.agents import EnrichmentService
 from streams.app import create_app
 from streams.settings import Settings
 
@@ -15,7 +14,7 @@ def test_a_stopping_worker_stops_the_enrichment_loop_first(fixture_db_path: Path
     take no more batches from the moment the worker's stop begins (SIGTERM runs Worker.stop)."""
     settings = Settings(geoip_db=fixture_db_path, data_dir=tmp_path, metrics_port=0)
     shudi = create_app(settings)
-    enrichment = next(s for s in shudi.app._extra_services if isinstance(s, EnrichmentService))
+    enrichment = shudi.enrichment
 
     async def stop_a_worker() -> None:
         worker = shudi.app.Worker(loglevel="WARNING", redirect_stdouts=False)
