@@ -44,8 +44,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import CommitFailedError, IllegalStateError
 from aiokafka.structs import TopicPartition
 
+from streams.batch_send import send_batches
 from streams.counting import count_deltas, window_totals
-from streams.enrich import Enricher, InRecord, OutRecord
+from streams.enrich import Enricher, OutRecord
 from streams.events import Tick, encode_count_message
 from streams.health import Health
 from streams.kafka_clients import client_options
@@ -60,8 +61,8 @@ FLUSH_BATCHES = 4  # flush early once this many full batches wait: bounds what a
 
 
 async def produce_all(producer: AIOKafkaProducer, batches: Iterable[tuple[str, Sequence[OutRecord]]]) -> None:
-    """Queue every record, then wait for all acknowledgements at once: one ``await`` per record would
-    serialise on the round trip, queueing first lets aiokafka pack the batch into a few requests."""
+    """Send records one by one (the producer picks partitions by key), then wait for all acknowledgements
+    at once: one ``await`` per record would serialise on the round trip."""
     pending: list[Awaitable[Any]] = []
     for topic, records in batches:
         for record in records:
@@ -107,6 +108,7 @@ class EnrichmentService(mode.Service):
         self._pending_events = 0
         # Where each assigned partition's consumption stands (the next offset to commit): the lag's base.
         self._committed: dict[TopicPartition, int] = {}
+        self._copartitioned = False  # decided at start, see _check_copartitioning
         # Set when the worker begins to stop, long before Faust reaches this service in its stop order.
         self._stop_requested = False
 
@@ -148,8 +150,27 @@ class EnrichmentService(mode.Service):
         )
         await self.producer.start()
         await self.consumer.start()
+        await self._check_copartitioning()
         self.consumer.subscribe([self.settings.input_topic], listener=_Rebalance(self))
         self.health.mark_started()
+
+    async def _check_copartitioning(self) -> None:
+        """Enriched records go to their input's partition number when the two topics have as many
+        partitions (as the worker creates them): the input's key → partition mapping carries over, and the
+        records go out as whole batches. Otherwise the producer partitions them by key, one by one."""
+        settings = self.settings
+        inputs = await self.producer.partitions_for(settings.input_topic)
+        outputs = await self.producer.partitions_for(settings.enriched_topic)
+        self._copartitioned = len(inputs) == len(outputs)
+        if not self._copartitioned:
+            log.warning(
+                "%s has %d partitions and %s %d: enriched records are partitioned by key, one send per "
+                "record (slower); give both topics the same partition count",
+                settings.input_topic,
+                len(inputs),
+                settings.enriched_topic,
+                len(outputs),
+            )
 
     async def on_stop(self) -> None:
         async with self.batch_lock:
@@ -191,17 +212,19 @@ class EnrichmentService(mode.Service):
 
     async def _process(self, batches: dict[TopicPartition, list[Any]]) -> None:
         started = time.perf_counter()
-        records = [
-            InRecord(tp.topic, tp.partition, m.offset, m.key, m.value, m.timestamp)
-            for tp, messages in batches.items()
-            for m in messages
-        ]
+        records = [m for messages in batches.values() for m in messages]
         result = self.enricher.process_batch(records)
         settings = self.settings
-        await produce_all(
-            self.producer,
-            ((settings.enriched_topic, result.enriched), (settings.dlq_topic, result.dead_letters)),
-        )
+        if self._copartitioned:
+            delivered = await send_batches(self.producer, settings.enriched_topic, result.enriched)
+            await produce_all(self.producer, ((settings.dlq_topic, result.dead_letters),))
+            if delivered:
+                await asyncio.gather(*delivered)
+        else:
+            await produce_all(
+                self.producer,
+                ((settings.enriched_topic, result.enriched), (settings.dlq_topic, result.dead_letters)),
+            )
         now = time.time()
         for partition, mark in result.watermarks.items():
             if mark > self._marks.get(partition, -1e18):

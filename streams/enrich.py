@@ -13,15 +13,16 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import NamedTuple, Protocol
 
 from streams.events import (
-    Comment,
     DeadLetterReason,
     InvalidEvent,
     Source,
     decode_comment,
     encode_dead_letter,
     encode_enriched,
+    event_seconds,
     ip_hash,
 )
 from streams.geoip import Labeller
@@ -33,20 +34,40 @@ log = logging.getLogger(__name__)
 INVALID_IP_DETAIL = "ip: not an IPv4 or IPv6 address in standard notation"
 
 
+class ConsumedRecord(Protocol):
+    """What enrichment and dead-lettering read of a consumed record: aiokafka's ConsumerRecord has it all,
+    so the loop hands its records over as they come, without a copy per event."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def timestamp(self) -> int | None: ...
+
+
 @dataclass(slots=True)
 class InRecord:
-    """A consumed Kafka record, reduced to what enrichment and dead-lettering need."""
+    """A ConsumedRecord made by hand (tests, benchmarks)."""
 
     topic: str
     partition: int
     offset: int
     key: bytes | None
     value: bytes | None
-    timestamp_ms: int | None = None
+    timestamp: int | None = None
 
 
-@dataclass(slots=True)
-class OutRecord:
+class OutRecord(NamedTuple):
+    """A record to produce: enriched records go to the partition number their input came from."""
+
+    partition: int
     key: bytes | None
     value: bytes
 
@@ -96,7 +117,7 @@ class Enricher:
         self._ip_hash_key = ip_hash_key
         self._clock = clock
 
-    def process_batch(self, records: Sequence[InRecord]) -> BatchResult:
+    def process_batch(self, records: Sequence[ConsumedRecord]) -> BatchResult:
         enriched: list[OutRecord] = []
         dead: list[OutRecord] = []
         stats = BatchStats()
@@ -104,14 +125,20 @@ class Enricher:
         labeller = self._labeller
         label = labeller.label
         db_build = labeller.db.build
-        territories = stats.territories
         hits_before, misses_before = labeller.cache_counts()
         spec = self._windows
-        windows: dict[tuple[Territory, int], Counter[str]] = {}
+        hop = spec.hop_s if spec is not None else 0
+        max_bytes = self._max_bytes
+        hash_key = self._ip_hash_key
+        # Per event only appends to lists and one max; everything is tallied after the loop, over a
+        # Counter of (territory code, window slot, post) that counts in C.
+        counted: list[tuple[str, int, str]] = []
+        by_code: dict[str, Territory] = {}
+        unknown_reasons = stats.unknown_reasons
         watermarks: dict[int, float] = {}
         for record in records:
             try:
-                comment = decode_comment(record.value, max_bytes=self._max_bytes)
+                comment = decode_comment(record.value, max_bytes=max_bytes)
                 result = label(comment.ip)
             except InvalidEvent as exc:
                 dead.append(self._dead_letter(record, exc.reason, exc.detail, now, stats))
@@ -128,46 +155,77 @@ class Enricher:
                 dead.append(self._dead_letter(record, "internal_error", type(exc).__name__, now, stats))
                 continue
             territory = result.territory
-            territories[territory] += 1
             if result.reason is not None:
-                stats.unknown_reasons[result.reason] += 1
+                unknown_reasons[result.reason] += 1
+            code = territory.code
+            by_code[code] = territory
             value = encode_enriched(
                 comment,
                 territory,
                 enriched_at=now,
                 db_build=db_build,
-                ip_hash=self._hash(comment),
+                ip_hash=None if hash_key is None else ip_hash(hash_key, parse_ip(comment.ip)),
             )
-            enriched.append(OutRecord(record.key or comment.post_id.encode(), value))
-            if spec is not None:
-                event_time = comment.created_at.timestamp()
-                if event_time > watermarks.get(record.partition, -1e18):
-                    watermarks[record.partition] = event_time
-                for start in spec.starts(event_time):
-                    posts = windows.get((territory, start))
-                    if posts is None:
-                        posts = windows[(territory, start)] = Counter()
-                    posts[comment.post_id] += 1
+            enriched.append(OutRecord(record.partition, record.key or comment.post_id.encode(), value))
+            if hop:
+                event_time = event_seconds(comment.created_at)  # a dict hit: decode_comment checked it
+                counted.append((code, int(event_time // hop), comment.post_id))
+                partition = record.partition
+                if event_time > watermarks.get(partition, -1e18):
+                    watermarks[partition] = event_time
+            else:
+                counted.append((code, 0, ""))
         stats.enriched = len(enriched)
         hits_after, misses_after = labeller.cache_counts()
         stats.cache_hits = max(0, hits_after - hits_before)
         stats.cache_misses = max(0, misses_after - misses_before)
+        windows = self._tally(counted, by_code, stats.territories)
         return BatchResult(enriched, dead, stats, windows, watermarks)
 
-    def _hash(self, comment: Comment) -> str | None:
-        if self._ip_hash_key is None:
-            return None
-        return ip_hash(self._ip_hash_key, parse_ip(comment.ip))
+    def _tally(
+        self,
+        counted: list[tuple[str, int, str]],
+        by_code: dict[str, Territory],
+        territories: Counter[Territory],
+    ) -> dict[tuple[Territory, int], Counter[str]]:
+        """Comments per territory, and per post in each (territory, window start).
+
+        ``Counter(counted)`` counts in C; the loop after it runs once per distinct (territory, window slot,
+        post), and then once per window slot.
+        """
+        per_slot: dict[tuple[str, int], Counter[str]] = {}
+        for (code, slot, post), n in Counter(counted).items():
+            posts = per_slot.get((code, slot))
+            if posts is None:
+                posts = per_slot[(code, slot)] = Counter()
+            posts[post] = n
+        spec = self._windows
+        windows: dict[tuple[Territory, int], Counter[str]] = {}
+        for (code, slot), posts in per_slot.items():
+            territory = by_code[code]
+            territories[territory] += posts.total()
+            if spec is None:
+                continue
+            hopping = spec.hop_s != spec.size_s
+            for start in spec.starts(slot * spec.hop_s):
+                window = windows.get((territory, start))
+                if window is None:
+                    # Hopping: a slot is in several windows, and a window gathers several slots; each
+                    # window gets its own Counter so that merging into one never changes another.
+                    windows[(territory, start)] = posts.copy() if hopping else posts
+                else:
+                    window.update(posts)
+        return windows
 
     def _dead_letter(
-        self, record: InRecord, reason: DeadLetterReason, detail: str, now: datetime, stats: BatchStats
+        self, record: ConsumedRecord, reason: DeadLetterReason, detail: str, now: datetime, stats: BatchStats
     ) -> OutRecord:
         stats.dead_reasons[reason] += 1
         source = Source(
             topic=record.topic,
             partition=record.partition,
             offset=record.offset,
-            timestamp_ms=record.timestamp_ms,
+            timestamp_ms=record.timestamp,
         )
         value = encode_dead_letter(
             reason=reason,
@@ -177,4 +235,4 @@ class Enricher:
             source=source,
             failed_at=now,
         )
-        return OutRecord(record.key, value)
+        return OutRecord(record.partition, record.key, value)

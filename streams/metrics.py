@@ -11,11 +11,16 @@ adds the totals once per batch, because a labelled ``inc()`` costs about as much
 
 from __future__ import annotations
 
+import bisect
 import contextlib
-from collections.abc import Iterable, Mapping
+import itertools
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 from aiokafka.structs import TopicPartition
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from streams.enrich import BatchStats
 from streams.events import DEAD_LETTER_REASONS
@@ -37,6 +42,36 @@ UNKNOWN_REASONS: tuple[UnknownReason, ...] = (
     "reserved",
     "db_error",
 )
+
+
+class HotHistogram(Collector):
+    """A histogram without labels for a path that observes once per event.
+
+    prometheus_client's Histogram takes a lock and two ``inc`` calls per observation, 1.5 µs here: a tenth
+    of what a cache miss costs. This one keeps per-bucket counts in a list (one bisect, two additions) and
+    builds the cumulative buckets only when scraped. Observations come from the event-loop thread alone.
+    """
+
+    def __init__(self, name: str, documentation: str, buckets: Sequence[float]) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._bounds = sorted(buckets)
+        self._counts = [0] * (len(self._bounds) + 1)  # the last one is +Inf
+        self._sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self._counts[bisect.bisect_left(self._bounds, value)] += 1
+        self._sum += value
+
+    def collect(self) -> Iterator[Metric]:
+        cumulative = list(itertools.accumulate(self._counts))
+        go = floatToGoString  # untyped upstream
+        buckets = [(go(b), n) for b, n in zip(self._bounds, cumulative, strict=False)]  # type: ignore[no-untyped-call]
+        buckets.append(("+Inf", cumulative[-1]))
+        yield HistogramMetricFamily(self._name, self._documentation, buckets=buckets, sum_value=self._sum)
+
+    def describe(self) -> Iterator[Metric]:
+        yield HistogramMetricFamily(self._name, self._documentation)
 
 
 class Metrics:
@@ -72,13 +107,12 @@ class Metrics:
             namespace=NAMESPACE,
             registry=registry,
         )
-        self.lookup_seconds = Histogram(
-            "geoip_lookup_seconds",
+        self.lookup_seconds = HotHistogram(
+            f"{NAMESPACE}_geoip_lookup_seconds",
             "Time of GeoIP database reads (cache misses only; hits take well under a microsecond).",
-            namespace=NAMESPACE,
-            registry=registry,
             buckets=(1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 1e-3, 1e-2),
         )
+        registry.register(self.lookup_seconds)
         self.cache_lookups = Counter(
             "geoip_cache_lookups",
             "Label lookups by cache result.",

@@ -5,6 +5,8 @@ No Faust, no Kafka, no I/O. See ../README.md "The territory label" for the rules
 
 from __future__ import annotations
 
+import re
+import socket
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, IPv6Network, ip_network
 from typing import Final, Literal, get_args
@@ -308,6 +310,12 @@ def _shorten(text: str) -> str:
     return r if len(text) <= _ECHO else f"{r}… ({len(text)} chars)"
 
 
+_OCTET: Final = "(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"  # 0-255, no leading zero
+_DOTTED_QUAD: Final = re.compile(rf"(?:{_OCTET}\.){{3}}{_OCTET}").fullmatch
+# Only ever given text _DOTTED_QUAD accepted, so its leniency (127.1, 0x7f.1) never applies.
+_inet_aton: Final = socket.inet_aton
+
+
 def parse_ip(text: str) -> IPv4Address | IPv6Address:
     """Parse an address strictly, with :mod:`ipaddress`; never resolve it.
 
@@ -317,6 +325,8 @@ def parse_ip(text: str) -> IPv4Address | IPv6Address:
     strip if they want to, this function does not guess), non-ASCII, prefixes (``1.2.3.4/24``), ports,
     brackets, shorthand such as ``127.1`` or ``1.2.3``, octal-looking ``010.0.0.1``.
     """
+    if _DOTTED_QUAD(text) is not None:  # the common case, in a third of the time of the checks below
+        return IPv4Address(int.from_bytes(_inet_aton(text)))
     if not text:
         raise InvalidIP("empty address")
     if len(text) > _MAX_TEXT:
@@ -324,14 +334,9 @@ def parse_ip(text: str) -> IPv4Address | IPv6Address:
     if not text.isascii() or not text.isprintable() or " " in text:
         raise InvalidIP(f"not an IP address (whitespace or non-ASCII): {_shorten(text)}")
     parts = text.split(".")
-    if len(parts) == 4:  # fast path for dotted quads; ipaddress is several times slower
-        a, b, c, d = parts
-        if a.isdigit() and b.isdigit() and c.isdigit() and d.isdigit():  # ASCII digits: checked above
-            if len(text) <= 15 and not any(len(p) > 1 and p[0] == "0" for p in parts):
-                ia, ib, ic, id_ = int(a), int(b), int(c), int(d)
-                if ia <= 255 and ib <= 255 and ic <= 255 and id_ <= 255:
-                    return IPv4Address((ia << 24) | (ib << 16) | (ic << 8) | id_)
-            raise InvalidIP(f"not an IP address: {_shorten(text)}")
+    if len(parts) == 4 and all(p.isdigit() for p in parts):
+        # Four numbers that are not a dotted quad: leading zeros (octal to some parsers) or over 255.
+        raise InvalidIP(f"not an IP address: {_shorten(text)}")
     if "%" in text and not set(text.partition("%")[2]) <= _SCOPE_CHARS:
         raise InvalidIP(f"bad IPv6 scope id: {_shorten(text)}")
     try:

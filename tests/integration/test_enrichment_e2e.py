@@ -18,6 +18,7 @@ from workers import WorkerProcess, metric_value, read_topics
 
 from streams.events import load_schema
 from streams.geoip import Labeller, MmdbDatabase
+from streams.kafka_admin import create_topics
 from streams.mmdbbuild import build_demo_db, sample_ips
 from streams.producer import produce_lines
 from streams.sample import SampleEvent, sample_events
@@ -62,8 +63,12 @@ def test_ten_thousand_comments_end_to_end(
         records = asyncio.run(
             read_topics(
                 kafka_bootstrap,
-                [settings["SHUDI_ENRICHED_TOPIC"], settings["SHUDI_DLQ_TOPIC"]],
-                until=N_EVENTS,
+                [
+                    settings["SHUDI_INPUT_TOPIC"],
+                    settings["SHUDI_ENRICHED_TOPIC"],
+                    settings["SHUDI_DLQ_TOPIC"],
+                ],
+                until=2 * N_EVENTS,
             )
         )
         exposition = worker.metrics()
@@ -73,6 +78,11 @@ def test_ten_thousand_comments_end_to_end(
 
     enriched = [r for r in records if r.topic == settings["SHUDI_ENRICHED_TOPIC"]]
     dead = [r for r in records if r.topic == settings["SHUDI_DLQ_TOPIC"]]
+    input_partition = {
+        event_id: r.partition
+        for r in records
+        if r.topic == settings["SHUDI_INPUT_TOPIC"] and (event_id := _event_id(r.value)) is not None
+    }
 
     # Every valid event exactly once, labelled as the database says.
     seen = Counter(json.loads(r.value)["event_id"] for r in enriched if r.value is not None)
@@ -85,6 +95,8 @@ def test_ten_thousand_comments_end_to_end(
         assert "ip" not in body
         assert body["territory"] == expected_label[body["event_id"]]
         assert record.key == body["post_id"].encode()
+        # Co-partitioned: an enriched record goes to the partition number its comment came from.
+        assert record.partition == input_partition[body["event_id"]]
     for record in enriched[:: max(1, len(enriched) // 200)]:
         assert record.value is not None
         jsonschema.validate(json.loads(record.value), schema, format_checker=jsonschema.FormatChecker())
@@ -104,6 +116,43 @@ def test_ten_thousand_comments_end_to_end(
     # The worker's own count agrees with what came out.
     assert metric_value(exposition, "shudi_events_total", {"outcome": "enriched"}) == len(valid)
     assert metric_value(exposition, "shudi_events_total", {"outcome": "dead_lettered"}) == len(bad)
+
+
+def _event_id(value: bytes | None) -> str | None:
+    """The event_id of an input record, if it is a JSON object with one (bad events may not be)."""
+    try:
+        body = json.loads(value or b"")
+    except ValueError:
+        return None
+    event_id = body.get("event_id") if isinstance(body, dict) else None
+    return event_id if isinstance(event_id, str) else None
+
+
+def test_enriched_topic_with_other_partition_count_is_partitioned_by_key(
+    kafka_bootstrap: str, uid: str, tmp_path: Path, demo_db: Path
+) -> None:
+    """Input and enriched topics with different partition counts: the worker warns and lets the producer
+    partition by key, one record at a time; nothing is lost or duplicated."""
+    settings = {"SHUDI_BROKER": kafka_bootstrap, **topic_settings(uid, demo_db)}
+    asyncio.run(create_topics(kafka_bootstrap, {settings["SHUDI_ENRICHED_TOPIC"]: 2}))
+    ips = sample_ips(demo_db, None, n=100, seed=4)
+    events = list(sample_events(ips, 2000, bad_fraction=0.0, seed=12))
+    worker = WorkerProcess.configure(tmp_path, "worker", settings)
+    worker.start()
+    try:
+        worker.wait_ready()
+        asyncio.run(produce_lines(kafka_bootstrap, settings["SHUDI_INPUT_TOPIC"], (e.value for e in events)))
+        records = asyncio.run(
+            read_topics(kafka_bootstrap, [settings["SHUDI_ENRICHED_TOPIC"]], until=len(events))
+        )
+    finally:
+        exit_code = worker.stop()
+    assert exit_code == 0, worker.log()[-4000:]
+    assert Counter(json.loads(r.value)["event_id"] for r in records if r.value) == Counter(
+        e.event_id for e in events
+    )
+    assert {r.partition for r in records} == {0, 1}
+    assert "partitioned by key" in worker.log()
 
 
 def _original_and_reason(value: bytes) -> tuple[bytes, str]:

@@ -24,6 +24,7 @@ from streams.events import DEAD_LETTER_REASONS, decode_comment
 from streams.geoip import Labeller, MmdbDatabase
 from streams.sample import bad_event, comment
 from streams.territory import UNKNOWN, InvalidIP, Label, Territory, parse_ip
+from streams.windows import WindowSpec
 
 NOW = 1_790_000_000.25  # 2026-09-21T...: the injected clock
 MAX_BYTES = 4096
@@ -490,3 +491,54 @@ def test_no_ip_text_in_output_with_a_key(labeller: Labeller) -> None:
         assert "ip" not in json.loads(out.value)
         for ip in IP_TEXTS:
             assert ip.encode() not in out.value
+
+
+# --- what the enricher hands the counting stage ---------------------------------------------------------
+
+T0 = 1_795_600_800  # 2026-11-25T10:00:00Z, a multiple of every window size below
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    spec=st.sampled_from([(60, 60), (60, 20), (30, 10), (10, 10)]),
+    events=st.lists(
+        st.tuples(
+            st.integers(0, len(CASES) - 1),  # which address
+            st.integers(-5, 400),  # seconds after T0
+            st.sampled_from(["p1", "p2", "p3", "p4"]),
+            st.integers(0, 3),  # input partition
+        ),
+        max_size=60,
+    ),
+)
+def test_windows_territories_and_watermarks_match_a_plain_count(
+    labeller: Labeller, spec: tuple[int, int], events: list[tuple[int, int, str, int]]
+) -> None:
+    """Every comment is counted once per window that holds it (tumbling or hopping), per territory and
+    post; per-territory totals count it once; each input partition's watermark is its latest event time."""
+    size, hop = spec
+    enricher = Enricher(labeller, max_message_bytes=MAX_BYTES, windows=WindowSpec(size, hop, 0), clock=clock)
+    records = []
+    want_windows: dict[tuple[Territory, int], Counter[str]] = {}
+    want_territories: Counter[Territory] = Counter()
+    want_marks: dict[int, float] = {}
+    for n, (case, seconds, post, partition) in enumerate(events):
+        _, _, ip, want = CASES[case]
+        created = datetime.fromtimestamp(T0 + seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        records.append(
+            InRecord(TOPIC, partition, n, None, enc(good(ip, n, post_id=post, created_at=created)))
+        )
+        territory = _territory(want)
+        want_territories[territory] += 1
+        t = T0 + seconds
+        want_marks[partition] = max(want_marks.get(partition, t), t)
+        for start in range(T0 - 3600, T0 + 3600, hop):
+            if start <= t < start + size:
+                want_windows.setdefault((territory, start), Counter())[post] += 1
+    result = enricher.process_batch(records)
+    assert result.dead_letters == []
+    assert result.windows == want_windows
+    assert result.stats.territories == want_territories
+    assert result.watermarks == want_marks
+    # No two windows share a Counter: the enrichment loop merges later batches into them in place.
+    assert len({id(posts) for posts in result.windows.values()}) == len(result.windows)

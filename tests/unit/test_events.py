@@ -24,6 +24,7 @@ from streams.events import (
     decode_comment,
     encode_dead_letter,
     encode_enriched,
+    event_seconds,
     ip_hash,
 )
 from streams.territory import Territory
@@ -69,10 +70,12 @@ def test_good_comment_decodes() -> None:
         post_id=GOOD["post_id"],
         text=GOOD["text"],
         ip=IP,
-        created_at=datetime(2026, 11, 25, 18, 4, 5, 123000, tzinfo=timezone(timedelta(hours=8))),
+        created_at="2026-11-25T18:04:05.123+08:00",
         platform="android",
         lang="zh-CN",
     )
+    instant = datetime(2026, 11, 25, 18, 4, 5, 123000, tzinfo=timezone(timedelta(hours=8)))
+    assert event_seconds(comment.created_at) == instant.timestamp()
 
 
 def test_optional_fields_may_be_absent_or_null() -> None:
@@ -227,7 +230,7 @@ def test_enriched_round_trip() -> None:
         "user_id": GOOD["user_id"],
         "post_id": GOOD["post_id"],
         "text": GOOD["text"],
-        "created_at": "2026-11-25T10:00:00Z",
+        "created_at": "2026-11-25T10:00:00-00:00",  # passed through as written
         "platform": "android",
         "lang": "zh-CN",
         "territory": {
@@ -273,3 +276,22 @@ def test_invalid_event_bounds_its_detail() -> None:
     exc = InvalidEvent("schema", "z" * 10_000)
     assert len(exc.detail) <= MAX_DETAIL_CHARS
     assert exc.reason == "schema"
+
+
+def test_created_at_and_lang_are_checked_every_time_but_remembered_only_when_good() -> None:
+    """decode_comment remembers good created_at and lang values to skip their regex; a bad one is never
+    remembered, so it is refused however often it comes, and a good one keeps being accepted."""
+    for _ in range(3):
+        assert reason_of(good_with(created_at="2026-02-30T10:00:00Z"))[0] == "schema"
+        assert reason_of(good_with(created_at="2026-11-25 10:00:00Z"))[0] == "schema"
+        assert reason_of(good_with(lang="zh_CN")) == (
+            "schema",
+            "lang: value does not match the schema's pattern",
+        )
+        assert (
+            decode_comment(good_with(created_at="2026-11-25T10:00:00Z", lang="zh-Hans-CN")).lang
+            == "zh-Hans-CN"
+        )
+    assert (
+        event_seconds("2026-11-25T10:00:00Z") == event_seconds("2026-11-25T18:00:00+08:00") == 1_795_600_800
+    )

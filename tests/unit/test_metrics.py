@@ -8,12 +8,14 @@ from pathlib import Path
 from typing import get_args
 
 import pytest
-from prometheus_client import CollectorRegistry
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
 from streams.enrich import BatchStats, Enricher, InRecord
 from streams.events import DEAD_LETTER_REASONS
 from streams.geoip import Labeller, MmdbDatabase, ReloadResult
-from streams.metrics import UNKNOWN_REASONS, Metrics
+from streams.metrics import UNKNOWN_REASONS, HotHistogram, Metrics
 from streams.territory import UNKNOWN, Territory, UnknownReason
 
 
@@ -202,3 +204,22 @@ def test_lookup_histogram_buckets_are_seconds(metrics: Metrics) -> None:
     # a cache-miss read takes microseconds: in seconds the buckets are well under one, not 1..10000 (µs/ms)
     assert 0 < bounds[0] <= 1e-5
     assert bounds[-1] <= 1.0
+
+
+BUCKETS = (1e-6, 2.5e-6, 5e-6, 1e-5, 1e-3)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from([*BUCKETS, 0.0, 1.0]) | st.floats(0, 2, allow_nan=False), max_size=50))
+def test_hot_histogram_exposes_what_prometheus_histogram_does(observations: list[float]) -> None:
+    """Same buckets (boundaries included: le is "less than or equal"), count and sum as the library's."""
+    theirs, ours = CollectorRegistry(), CollectorRegistry()
+    reference = Histogram("h_seconds", "doc", buckets=BUCKETS, registry=theirs)
+    hot = HotHistogram("h_seconds", "doc", buckets=BUCKETS)
+    ours.register(hot)
+    for v in observations:
+        reference.observe(v)
+        hot.observe(v)
+    # `shudi worker` turns `_created` series off; the library's histogram has one here.
+    expected = [line for line in generate_latest(theirs).splitlines() if b"_created" not in line]
+    assert generate_latest(ours).splitlines() == expected
