@@ -506,6 +506,8 @@ class Mode:
     dlq_topic: str | None
     group: str
     input_topic: str
+    # Worker processes started side by side (same group); each copy gets these env overrides on top.
+    copies: list[dict[str, str]] = field(default_factory=lambda: [{}])
 
 
 def _percentile(sorted_vals: Sequence[int], q: float) -> float:
@@ -525,15 +527,30 @@ async def run_mode(
         topics[mode.input_topic] = args.partitions
     await create_topics(args.bootstrap, topics)
     log = Path(args.workdir) / f"{mode.name}.log"
+    procs: list[subprocess.Popen[bytes]] = []
     with log.open("wb") as logf:
-        # Popen returns at once (fork/exec); the child's life is watched by polling below.
-        proc = subprocess.Popen(  # noqa: ASYNC220
-            mode.argv,
-            env={**os.environ, **mode.env},
-            stdout=logf,
-            stderr=subprocess.STDOUT,
-            cwd=REPO_ROOT,
-        )
+        for copy in mode.copies:
+            # Popen returns at once (fork/exec); the children's lives are watched by polling below.
+            procs.append(
+                subprocess.Popen(  # noqa: ASYNC220
+                    mode.argv,
+                    env={**os.environ, **mode.env, **copy},
+                    stdout=logf,
+                    stderr=subprocess.STDOUT,
+                    cwd=REPO_ROOT,
+                )
+            )
+    proc = procs[0]
+
+    def exited() -> subprocess.Popen[bytes] | None:
+        return next((p for p in procs if p.poll() is not None), None)
+
+    def cpu_s() -> float:
+        return sum(proc_cpu_s(p.pid) for p in procs)
+
+    def rss_mb() -> float:
+        return sum(proc_rss_mb(p.pid) for p in procs)
+
     producer_task: asyncio.Task[int] | None = None
     profiler: subprocess.Popen[bytes] | None = None
     watch = AIOKafkaConsumer(bootstrap_servers=args.bootstrap)
@@ -544,7 +561,7 @@ async def run_mode(
             # Latency at a fixed rate only means something once the worker is consuming: wait for its group.
             deadline = time.monotonic() + 120
             while not await group_is_stable(args.bootstrap, mode.group):
-                if proc.poll() is not None or time.monotonic() > deadline:
+                if exited() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"{mode.name}: worker never joined group {mode.group}; see {log}")
                 await asyncio.sleep(0.5)
             producer_task = asyncio.create_task(
@@ -557,13 +574,13 @@ async def run_mode(
         last_change, last_n, next_million = time.monotonic(), 0, 1_000_000
         started = time.monotonic()
         while True:
-            if proc.poll() is not None:
-                res.note = f"worker exited with {proc.returncode}; see {log}"
+            if (gone := exited()) is not None:
+                res.note = f"worker exited with {gone.returncode}; see {log}"
                 break
             n = await end_offsets(watch, out_topics) - base
             now = time.monotonic()
             if n and cpu_first is None:
-                cpu_first, rss_first, n_first = proc_cpu_s(proc.pid), proc_rss_mb(proc.pid), n
+                cpu_first, rss_first, n_first = cpu_s(), rss_mb(), n
                 if args.profile:
                     profiler = subprocess.Popen(  # noqa: ASYNC220 - returns at once
                         [
@@ -583,7 +600,7 @@ async def run_mode(
                         stderr=subprocess.DEVNULL,
                     )
             while n >= next_million:
-                res.rss_every_million.append(round(proc_rss_mb(proc.pid), 1))
+                res.rss_every_million.append(round(rss_mb(), 1))
                 print(
                     f"  {mode.name}: {next_million:,} events, RSS {res.rss_every_million[-1]} MB", flush=True
                 )
@@ -596,7 +613,7 @@ async def run_mode(
                 res.note = f"stalled at {n}/{n_events} outputs"
                 break
             await asyncio.sleep(0.2)
-        cpu_end, res.rss_end_mb = proc_cpu_s(proc.pid), proc_rss_mb(proc.pid)
+        cpu_end, res.rss_end_mb = cpu_s(), rss_mb()
         res.cpu_s_total = round(cpu_end, 2)
         if cpu_first is not None and last_n > n_first:
             res.cpu_s_per_100k = round((cpu_end - cpu_first) / (last_n - n_first) * 100_000, 2)
@@ -612,12 +629,14 @@ async def run_mode(
             producer_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await producer_task
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
 
     # Read back: timestamps of outputs (throughput, latency) and dead letters (accounting).
     out_ts: list[int] = []
@@ -742,6 +761,27 @@ def _modes(args: argparse.Namespace, run_id: str) -> list[Mode]:
             "SHUDI_WEB_PORT": str(_free_port()),  # others may run workers on this machine
         }
         modes.append(Mode("shudi", [*_shudi_cmd(), "worker"], env, out, dlq, group, inp))
+    if "shudi-x2" in wanted:
+        # Two workers in one group share the partitions: on 2 cores with the broker beside them, the
+        # gain is bounded by the cores, not by shudi.
+        inp, out, dlq = topics("shudi2")
+        group = f"bench-{run_id}-shudi2"
+        env = {
+            "SHUDI_BROKER": args.bootstrap,
+            "SHUDI_INPUT_TOPIC": inp,
+            "SHUDI_ENRICHED_TOPIC": out,
+            "SHUDI_DLQ_TOPIC": dlq,
+            "SHUDI_GEOIP_DB": str(args.db),
+            "SHUDI_APP_ID": group,
+            "SHUDI_METRICS_PORT": "0",
+            "SHUDI_PARTITIONS": str(args.partitions),
+            "SHUDI_LOG_LEVEL": "error",
+        }
+        copies = [
+            {"SHUDI_WEB_PORT": str(_free_port()), "SHUDI_DATA_DIR": str(Path(args.workdir) / f"{group}-{i}")}
+            for i in range(2)
+        ]
+        modes.append(Mode("shudi-x2", [*_shudi_cmd(), "worker"], env, out, dlq, group, inp, copies))
     return modes
 
 
@@ -797,7 +837,11 @@ def stop_broker(broker: Any) -> None:
 def print_table(results: list[Result], meta: dict[str, Any]) -> None:
     print(
         f"\n{meta['events']:,} events, {meta['partitions']} partitions, DB: {meta['db_source']}"
-        + (f", rate {meta['rate']}/s" if meta["rate"] else " (preloaded backlog: latency = backlog)")
+        + (
+            f", rate {meta['rate']}/s, latency after {meta['warmup']} s warm-up"
+            if meta["rate"]
+            else " (preloaded backlog: latency = backlog)"
+        )
     )
     hdr = (
         f"{'mode':<46}{'events/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'CPU s/100k':>11}{'RSS MB':>15}"
@@ -818,6 +862,8 @@ def print_table(results: list[Result], meta: dict[str, Any]) -> None:
         for base in ("raw", "naive"):
             if base in by:
                 print(f"shudi/{base}: {by['shudi'].events_per_s / by[base].events_per_s:.2f}")
+        if "shudi-x2" in by:
+            print(f"two workers / one: {by['shudi-x2'].events_per_s / by['shudi'].events_per_s:.2f}")
 
 
 async def _harness(args: argparse.Namespace) -> int:
@@ -848,7 +894,7 @@ async def _harness(args: argparse.Namespace) -> int:
 
     results: list[Result] = []
     for mode in _modes(args, run_id):
-        if mode.name == "shudi" and (why := shudi_runnable()):
+        if mode.name.startswith("shudi") and (why := shudi_runnable()):
             print(f"shudi: skipped ({why})", flush=True)
             results.append(Result("shudi", ran=False, note=why))
             continue
@@ -877,6 +923,7 @@ async def _harness(args: argparse.Namespace) -> int:
         "db": str(args.db),
         "db_source": db_source,
         "rate": args.rate,
+        "warmup": args.warmup,
         "run_id": run_id,
     }
     print_table(results, meta)
@@ -900,13 +947,18 @@ async def _rematch(
     args: argparse.Namespace, mode: Mode, res: Result, in_ts: array.array[int], stride: int
 ) -> Result:
     lat: list[int] = []
+    # Events produced in the first --warmup seconds are left out, in every mode alike: a fresh worker's
+    # first second (empty label cache, first fetches, the counting agent's first assignment) is not the
+    # steady state a latency target is about.
+    first = min((t for t in in_ts if t), default=0)
+    since = first + int(args.warmup * 1000)
 
     def on_out(key: bytes | None, value: bytes, ts: int) -> None:
         try:
             idx = index_of(key) if key else index_of(json.loads(value)["event_id"].encode())
         except (ValueError, KeyError, TypeError):
             return
-        if idx % stride == 0 and in_ts[idx // stride]:
+        if idx % stride == 0 and in_ts[idx // stride] >= since:
             lat.append(ts - in_ts[idx // stride])
 
     await read_all(args.bootstrap, mode.out_topic, on_out)
@@ -927,6 +979,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--long", action="store_true", help=">= 10M events, RSS reported every million")
     p.add_argument("--partitions", type=int, default=4)
     p.add_argument("--rate", type=float, help="produce at this many events/s while each mode runs")
+    p.add_argument(
+        "--warmup",
+        type=float,
+        default=5.0,
+        help="with --rate: leave events of the first S seconds out of the latency figures (every mode)",
+    )
     p.add_argument("--db", type=Path, help="GeoIP2-City .mmdb (else a synthetic one is built and cached)")
     p.add_argument("--networks", type=int, default=220_000, help="networks in the synthetic DB")
     p.add_argument("--distinct-ips", type=int, default=300_000)

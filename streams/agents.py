@@ -45,9 +45,9 @@ from aiokafka.errors import CommitFailedError, IllegalStateError
 from aiokafka.structs import TopicPartition
 
 from streams.batch_send import send_batches
-from streams.counting import count_deltas, window_totals
+from streams.counting import count_deltas, counting_partition, window_totals
 from streams.enrich import Enricher, OutRecord
-from streams.events import Tick, encode_count_message
+from streams.events import CountBatch, CountDelta, Tick, encode_count_message
 from streams.health import Health
 from streams.kafka_clients import client_options
 from streams.metrics import Metrics
@@ -56,6 +56,8 @@ from streams.territory import Territory
 
 log = logging.getLogger(__name__)
 
+FETCH_MIN_BYTES = 256 * 1024
+FETCH_WAIT_MS = 20
 EXIT_FATAL = 70  # EX_SOFTWARE: the worker stopped because its consuming loop failed
 FLUSH_BATCHES = 4  # flush early once this many full batches wait: bounds what a crash replays
 
@@ -138,6 +140,11 @@ class EnrichmentService(mode.Service):
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=4 << 20,
             fetch_max_bytes=16 << 20,
+            # Let the broker gather a few hundred comments (or wait FETCH_WAIT_MS) per fetch: at moderate
+            # rates a fetch per handful of records makes batches of a handful, and every batch pays for a
+            # produce request, an acknowledgement round trip and its bookkeeping.
+            fetch_min_bytes=FETCH_MIN_BYTES,
+            fetch_max_wait_ms=FETCH_WAIT_MS,
             **options,
         )
         self.producer = AIOKafkaProducer(
@@ -263,17 +270,17 @@ class EnrichmentService(mode.Service):
         """Send the pending counts and the watermark ticks, wait for the broker, then commit the offsets."""
         settings = self.settings
         windows, self._windows = self._windows, {}
-        records: list[Awaitable[Any]] = []
+        n = settings.partitions
+        deltas: dict[int, list[CountDelta]] = {}
         for delta in count_deltas(windows):
-            records.append(
-                await self.producer.send(
-                    settings.counts_topic, encode_count_message(delta), key=delta.territory.code.encode()
-                )
-            )
-        for counting_partition, tick in self._ticks(window_totals(windows)):
-            records.append(
-                await self.producer.send(settings.counts_topic, tick, partition=counting_partition)
-            )
+            deltas.setdefault(counting_partition(delta.territory.code, n), []).append(delta)
+        ticks = self._ticks(window_totals(windows))
+        records: list[Awaitable[Any]] = []
+        for partition in range(n):
+            batch = CountBatch(deltas=deltas.get(partition, []), ticks=ticks)
+            if batch.deltas or batch.ticks:
+                value = encode_count_message(batch)
+                records.append(await self.producer.send(settings.counts_topic, value, partition=partition))
         if records:
             await asyncio.gather(*records)
         self._busy.clear()
@@ -289,26 +296,35 @@ class EnrichmentService(mode.Service):
             log.warning("commit refused (%s); the batches will be redelivered", type(exc).__name__)
             self.metrics.commit_failures.inc()
 
-    def _ticks(self, totals: Counter[int]) -> list[tuple[int, bytes]]:
-        """(counting partition, encoded tick) for every source partition this worker has seen."""
+    def _ticks(self, totals: Counter[int]) -> list[Tick]:
+        """A tick for every source partition this worker has seen; the totals ride on the first, so that
+        each comment is counted once per counting partition."""
         now = time.time()
         ticks: list[Tick] = []
         for partition, mark in sorted(self._marks.items()):
-            idle = partition not in self._busy
+            idle = partition not in self._busy and self._caught_up(partition)
             if idle:
                 # No events: let event time run on with wall time, so quiet windows still close.
                 mark += now - self._marked_at[partition]
             ticks.append(Tick(source=partition, watermark=mark, idle=idle, totals=[]))
-        if not ticks:
-            return []
-        with_totals = encode_count_message(msgspec.structs.replace(ticks[0], totals=sorted(totals.items())))
-        plain = [encode_count_message(tick) for tick in ticks[1:]]
-        # Each comment is counted once: the totals ride on one tick per counting partition.
-        return [
-            (counting_partition, value)
-            for counting_partition in range(self.settings.partitions)
-            for value in (with_totals, *plain)
-        ]
+        if ticks:
+            ticks[0] = msgspec.structs.replace(ticks[0], totals=sorted(totals.items()))
+        return ticks
+
+    def _caught_up(self, partition: int) -> bool:
+        """Whether a source with no events since the last tick has none waiting either.
+
+        Only then may its tick say ``idle`` (its watermark runs on with wall time and stops holding back
+        window closes). A source that is merely not being read (the worker is stopping, or lags behind)
+        has events to come for windows that must stay open: telling the counting stage it is idle closed
+        them early, and their comments were then counted late (seen after a restart during a burst).
+        """
+        if self._stop_requested:
+            return False
+        tp = TopicPartition(self.settings.input_topic, partition)
+        position = self._committed.get(tp)
+        highwater = self.consumer.highwater(tp)
+        return position is not None and highwater is not None and position >= highwater
 
     async def learn_offsets(self, assigned: Iterable[TopicPartition]) -> None:
         """Start each newly assigned partition's lag from its committed offset (or its beginning)."""

@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Iterable
 
 import msgspec
+from aiokafka.partitioner import murmur2
 
 from streams.events import MAX_DELTA_POSTS, CountDelta, WindowDelta
 from streams.territory import Territory
@@ -101,6 +102,13 @@ def count_deltas(windows: dict[tuple[Territory, int], Counter[str]]) -> list[Cou
         CountDelta(territory=territory, windows=sorted(deltas, key=lambda d: d.start))
         for territory, deltas in by_territory.items()
     ]
+
+
+def counting_partition(code: str, partitions: int) -> int:
+    """The counts-topic partition that owns a territory: Kafka's default partitioner on the code as key
+    (as when each territory's delta was sent keyed by its code), so ownership is the same everywhere."""
+    hashed: int = murmur2(code.encode())
+    return (hashed & 0x7FFFFFFF) % partitions
 
 
 def window_totals(windows: dict[tuple[Territory, int], Counter[str]]) -> Counter[int]:

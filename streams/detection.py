@@ -33,7 +33,9 @@ from streams.detector import GLOBAL_KEY, DetectorParams, TerritoryState, Verdict
 from streams.events import (
     BurstEvent,
     BurstKind,
+    CountBatch,
     CountDelta,
+    Tick,
     TopPost,
     decode_count_message,
     encode_burst,
@@ -127,21 +129,30 @@ class Detection:
             # Our own internal topic: a bad record is a bug or a foreign producer, never a reason to stop.
             self.metrics.bad_count_messages.inc()
             return
-        if isinstance(message, CountDelta):
+        if isinstance(message, CountBatch):
+            for delta in message.deltas:
+                self._add_delta(partition, delta)
+            if message.ticks:
+                await self._apply_ticks(partition, message.ticks)
+        elif isinstance(message, CountDelta):
             self._add_delta(partition, message)
         else:
-            clock = self._clock(partition)
-            now = time.time()
-            clock.apply_tick(message.source, message.watermark, message.totals, now, idle=message.idle)
-            due = clock.due(self.spec, now, SOURCE_SILENT_S)
-            for start in due:
-                await self._close(partition, start, clock.take_total(start))
-            if due:
-                clock.drop_totals_before(due[-1])
-            self.clocks[_clock_key(partition)] = encode_clock(clock)
-            mark = clock.watermark(now, SOURCE_SILENT_S)
-            if mark is not None:
-                self.metrics.event_time_lag.set(max(0.0, now - mark))
+            await self._apply_ticks(partition, [message])
+
+    async def _apply_ticks(self, partition: int, ticks: list[Tick]) -> None:
+        clock = self._clock(partition)
+        now = time.time()
+        for tick in ticks:
+            clock.apply_tick(tick.source, tick.watermark, tick.totals, now, idle=tick.idle)
+        due = clock.due(self.spec, now, SOURCE_SILENT_S)
+        for start in due:
+            await self._close(partition, start, clock.take_total(start))
+        if due:
+            clock.drop_totals_before(due[-1])
+        self.clocks[_clock_key(partition)] = encode_clock(clock)
+        mark = clock.watermark(now, SOURCE_SILENT_S)
+        if mark is not None:
+            self.metrics.event_time_lag.set(max(0.0, now - mark))
 
     def _add_delta(self, partition: int, delta: CountDelta) -> None:
         territory = delta.territory

@@ -364,15 +364,27 @@ class Tick(msgspec.Struct, tag="tick", tag_field="kind", frozen=True, gc=False, 
     totals: list[tuple[int, int]]
 
 
-CountMessage = CountDelta | Tick
-_COUNTS_DECODER: Final[msgspec.json.Decoder[CountDelta | Tick]] = msgspec.json.Decoder(CountMessage)
+class CountBatch(msgspec.Struct, tag="batch", tag_field="kind", frozen=True, gc=False, kw_only=True):
+    """Everything one flush of one worker has for one counting partition: the deltas of the territories
+    that partition owns, then the ticks. One message instead of one per territory and per tick, because
+    the counting agent pays Faust's per-message cost (and a table write) for each."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    deltas: list[CountDelta]
+    ticks: list[Tick]
 
 
-def encode_count_message(message: CountDelta | Tick) -> bytes:
+CountMessage = CountDelta | Tick | CountBatch
+_COUNTS_DECODER: Final[msgspec.json.Decoder[CountDelta | Tick | CountBatch]] = msgspec.json.Decoder(
+    CountMessage
+)
+
+
+def encode_count_message(message: CountDelta | Tick | CountBatch) -> bytes:
     return _ENCODER.encode(message)
 
 
-def decode_count_message(raw: bytes) -> CountDelta | Tick:
+def decode_count_message(raw: bytes) -> CountDelta | Tick | CountBatch:
     """Raises msgspec.DecodeError (incl. ValidationError) for anything else."""
     return _COUNTS_DECODER.decode(raw)
 

@@ -40,7 +40,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from referencing import Registry, Resource
 from workers import WorkerProcess
 
-from streams.events import SCHEMAS_DIR, CountDelta, decode_count_message
+from streams.events import SCHEMAS_DIR, CountBatch, CountDelta, decode_count_message
 from streams.mmdbbuild import build_demo_db
 
 pytestmark = pytest.mark.integration
@@ -348,9 +348,11 @@ def delta_counts(bootstrap: str, topic: str) -> Counter[tuple[str, int]]:
     out: Counter[tuple[str, int]] = Counter()
     for record in read_all(bootstrap, topic):
         message = decode_count_message(record.value or b"")
-        if isinstance(message, CountDelta):
-            for window in message.windows:
-                out[(message.territory.code, window.start)] += window.count
+        deltas = message.deltas if isinstance(message, CountBatch) else [message]
+        for delta in deltas:
+            if isinstance(delta, CountDelta):
+                for window in delta.windows:
+                    out[(delta.territory.code, window.start)] += window.count
     return out
 
 

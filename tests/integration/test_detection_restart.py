@@ -175,6 +175,7 @@ def test_restart_during_a_burst_neither_loses_counts_nor_fires_again(
     # Known gap (see the closing note of issue 3): under a restart, comments can reach a window after it
     # closed. They must then be in shudi_late_events_total: counted, never silently lost.
     shortfall = sum(sent - count for count, sent in lower.values())
+    print(f"burst windows counted lower than sent: {lower}; late events {late:.0f}")
     assert shortfall <= late, (
         f"burst windows counted lower than sent (counted, sent) after the restart: {lower}, and the "
         f"shortfall {shortfall} is not in the late events ({late:.0f}): comments were lost\n{log_tail}"

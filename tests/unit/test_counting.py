@@ -9,6 +9,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from aiokafka.partitioner import DefaultPartitioner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator, FormatChecker
@@ -18,6 +19,7 @@ from streams.counting import (
     SOURCE_SILENT_S,
     PartitionClock,
     count_deltas,
+    counting_partition,
     decode_clock,
     encode_clock,
     window_totals,
@@ -25,6 +27,7 @@ from streams.counting import (
 from streams.events import (
     MAX_DELTA_POSTS,
     BurstEvent,
+    CountBatch,
     CountDelta,
     Tick,
     TopPost,
@@ -344,17 +347,38 @@ def test_every_tick_encoded_is_valid(message: Tick) -> None:
     assert decode_count_message(raw) == message
 
 
+@settings(max_examples=50, deadline=None)
+@given(window_maps, st.lists(ticks, max_size=4))
+def test_every_count_batch_encoded_is_valid(
+    windows: dict[tuple[Territory, int], Counter[str]], tick_list: list[Tick]
+) -> None:
+    message = CountBatch(deltas=count_deltas(windows), ticks=tick_list)
+    raw = encode_count_message(message)
+    COUNTS.validate(json.loads(raw))
+    assert decode_count_message(raw) == message
+
+
 @pytest.mark.parametrize("index", range(len(SCHEMAS["territory_counts"]["examples"])))
 def test_counts_schema_examples_decode(index: int) -> None:
     example = SCHEMAS["territory_counts"]["examples"][index]
     COUNTS.validate(example)
     message = decode_count_message(json.dumps(example, ensure_ascii=False).encode())
-    assert isinstance(message, {"delta": CountDelta, "tick": Tick}[example["kind"]])
+    assert isinstance(message, {"delta": CountDelta, "tick": Tick, "batch": CountBatch}[example["kind"]])
     assert json.loads(encode_count_message(message)) == example
 
 
-def test_counts_schema_has_both_kinds_of_example() -> None:
-    assert {e["kind"] for e in SCHEMAS["territory_counts"]["examples"]} == {"delta", "tick"}
+def test_counts_schema_has_every_kind_of_example() -> None:
+    assert {e["kind"] for e in SCHEMAS["territory_counts"]["examples"]} == {"delta", "tick", "batch"}
+
+
+def test_counting_partition_is_kafkas_default_partitioner_on_the_code() -> None:
+    """Territories were sent keyed by their code; the explicit partition must be the one the producer's
+    default partitioner chose, so a territory's counts and state stay where they were."""
+    partitioner = DefaultPartitioner()
+    for n in (1, 3, 4, 12):
+        partitions = list(range(n))
+        for code in ("CN-GD", "CN-BJ", "HK", "US", "ZZ", "CN-NM", "TW", "JP"):
+            assert counting_partition(code, n) == partitioner(code.encode(), partitions, partitions)
 
 
 utc_datetimes = st.datetimes(

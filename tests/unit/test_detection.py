@@ -27,7 +27,15 @@ import streams.detection
 from streams.counting import count_deltas, window_totals
 from streams.detection import Detection, detector_params, window_spec
 from streams.detector import GLOBAL_KEY
-from streams.events import BurstEvent, CountDelta, Tick, WindowDelta, encode_count_message, load_schema
+from streams.events import (
+    BurstEvent,
+    CountBatch,
+    CountDelta,
+    Tick,
+    WindowDelta,
+    encode_count_message,
+    load_schema,
+)
 from streams.metrics import Metrics
 from streams.settings import Settings
 from streams.territory import DIVISIONS, Territory
@@ -187,16 +195,18 @@ class Sim:
             self.territories[territory.code] = territory
             self.fed[(territory.code, start)] += sum(posts.values())
             self.posts.setdefault((territory.code, start), Counter()).update(posts)
-        for delta in count_deltas(windows):
-            self.feed(encode_count_message(delta))
         self.clock.now += 1.0
         mark = self.event_time + BATCH_S - 0.5  # the latest created_at of the batch
-        self.tick(mark, sorted(window_totals(windows).items()))
+        self.tick(mark, sorted(window_totals(windows).items()), count_deltas(windows))
         self.event_time += BATCH_S
 
-    def tick(self, mark: float, totals: list[tuple[int, int]]) -> None:
+    def tick(
+        self, mark: float, totals: list[tuple[int, int]], deltas: list[CountDelta] | None = None
+    ) -> None:
+        """A tick alone, or (as the enrichment stage sends it) after the batch's deltas in a CountBatch."""
         before = self.mark
-        self.feed(encode_count_message(Tick(source=SOURCE, watermark=mark, totals=totals)))
+        tick = Tick(source=SOURCE, watermark=mark, totals=totals)
+        self.feed(encode_count_message(CountBatch(deltas=deltas, ticks=[tick]) if deltas else tick))
         self.first_mark = mark if self.first_mark is None else self.first_mark
         self.mark = mark if before is None else max(before, mark)
         # Windows that became final with this tick (the test's own reckoning: end + lateness <= mark).
