@@ -72,6 +72,10 @@ class OutRecord(NamedTuple):
     value: bytes
 
 
+# OutRecord(...) runs a Python-level __new__; this builds the same tuple subclass in one C call.
+_out_record = tuple.__new__
+
+
 @dataclass(slots=True)
 class BatchStats:
     """What one batch did, tallied in plain ints for :meth:`streams.metrics.Metrics.observe_batch`."""
@@ -166,7 +170,9 @@ class Enricher:
                 db_build=db_build,
                 ip_hash=None if hash_key is None else ip_hash(hash_key, parse_ip(comment.ip)),
             )
-            enriched.append(OutRecord(record.partition, record.key or comment.post_id.encode(), value))
+            enriched.append(
+                _out_record(OutRecord, (record.partition, record.key or comment.post_id.encode(), value))
+            )
             if hop:
                 event_time = event_seconds(comment.created_at)  # a dict hit: decode_comment checked it
                 counted.append((code, int(event_time // hop), comment.post_id))

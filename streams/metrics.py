@@ -15,6 +15,7 @@ import bisect
 import contextlib
 import itertools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 from aiokafka.structs import TopicPartition
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -25,7 +26,7 @@ from prometheus_client.utils import floatToGoString
 from streams.enrich import BatchStats
 from streams.events import DEAD_LETTER_REASONS
 from streams.geoip import ReloadResult
-from streams.territory import UnknownReason
+from streams.territory import Territory, UnknownReason
 
 NAMESPACE = "shudi"
 
@@ -79,6 +80,7 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
+        self._territory_children: dict[Territory, Any] = {}
         self.events = Counter(
             "events",
             "Comment events consumed, by outcome.",
@@ -288,7 +290,13 @@ class Metrics:
         for reason, n in stats.dead_reasons.items():
             self.dead_letters.labels(reason).inc(n)
         for territory, n in stats.territories.items():
-            self.territory_events.labels(territory.code, territory.scope).inc(n)
+            child = self._territory_children.get(territory)
+            if child is None:
+                # labels() costs a few µs and a batch can hold a couple of hundred territories.
+                child = self._territory_children[territory] = self.territory_events.labels(
+                    territory.code, territory.scope
+                )
+            child.inc(n)
         for unknown, n in stats.unknown_reasons.items():
             self.unknown_territory.labels(unknown).inc(n)
         if stats.cache_hits:
