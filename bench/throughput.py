@@ -752,6 +752,10 @@ def _modes(args: argparse.Namespace, run_id: str) -> list[Mode]:
             "SHUDI_INPUT_TOPIC": inp,
             "SHUDI_ENRICHED_TOPIC": out,
             "SHUDI_DLQ_TOPIC": dlq,
+            # The internal topics too: with the defaults every run's counting agent would replay the
+            # counts of every earlier run from the beginning.
+            "SHUDI_COUNTS_TOPIC": f"{group}-counts",
+            "SHUDI_BURSTS_TOPIC": f"{group}-bursts",
             "SHUDI_GEOIP_DB": str(args.db),
             "SHUDI_APP_ID": group,
             "SHUDI_METRICS_PORT": "0",
@@ -771,6 +775,10 @@ def _modes(args: argparse.Namespace, run_id: str) -> list[Mode]:
             "SHUDI_INPUT_TOPIC": inp,
             "SHUDI_ENRICHED_TOPIC": out,
             "SHUDI_DLQ_TOPIC": dlq,
+            # The internal topics too: with the defaults every run's counting agent would replay the
+            # counts of every earlier run from the beginning.
+            "SHUDI_COUNTS_TOPIC": f"{group}-counts",
+            "SHUDI_BURSTS_TOPIC": f"{group}-bursts",
             "SHUDI_GEOIP_DB": str(args.db),
             "SHUDI_APP_ID": group,
             "SHUDI_METRICS_PORT": "0",
