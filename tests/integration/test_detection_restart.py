@@ -77,10 +77,13 @@ def restart(worker: WorkerProcess, down_s: float, timeout: float = 60.0) -> tupl
     return code, stopped_in
 
 
+@pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
 def test_restart_during_a_burst_neither_loses_counts_nor_fires_again(
-    kafka_bootstrap: str, uid: str, tmp_path: Path, demo_db: Path
+    kafka_bootstrap: str, uid: str, tmp_path: Path, demo_db: Path, store: str
 ) -> None:
-    settings = counting_settings(kafka_bootstrap, uid, demo_db)
+    """With the in-memory store the restarted worker rebuilds its tables from the changelogs; with RocksDB
+    it reopens its own files (its data dir is kept) and reads only what the changelogs have beyond them."""
+    settings = {**counting_settings(kafka_bootstrap, uid, demo_db), "SHUDI_STORE": store}
     validate = burst_validator()
     with running_workers(tmp_path, settings) as workers:
         sim = Simulator.start(
