@@ -85,7 +85,7 @@ class Settings(BaseSettings):
         gt=0,
         description="How often each input partition's watermark and totals are sent to the counters.",
     )
-    store: str = Field("memory://", description="Faust table store (rocksdb:// needs Faust's RocksDB extra).")
+    store: str = Field("memory://", description="Faust table store (rocksdb:// needs the rocksdb extra).")
     detector_warmup_windows: int = Field(
         30, ge=0, description="Windows a territory is watched before it may fire."
     )
