@@ -744,9 +744,13 @@ def _modes(args: argparse.Namespace, run_id: str) -> list[Mode]:
                     inp,
                 )
             )
-    if "shudi" in wanted:
-        inp, out, dlq = topics("shudi")
-        group = f"bench-{run_id}-shudi"
+    # Two workers in one group share the partitions: on 2 cores with the broker beside them, the gain is
+    # bounded by the cores, not by shudi.
+    for name, workers in (("shudi", 1), ("shudi-x2", 2)):
+        if name not in wanted:
+            continue
+        inp, out, dlq = topics(name.replace("-", ""))
+        group = f"bench-{run_id}-{name}"
         env = {
             "SHUDI_BROKER": args.bootstrap,
             "SHUDI_INPUT_TOPIC": inp,
@@ -759,37 +763,17 @@ def _modes(args: argparse.Namespace, run_id: str) -> list[Mode]:
             "SHUDI_GEOIP_DB": str(args.db),
             "SHUDI_APP_ID": group,
             "SHUDI_METRICS_PORT": "0",
-            "SHUDI_DATA_DIR": str(Path(args.workdir) / group),
             "SHUDI_PARTITIONS": str(args.partitions),
             "SHUDI_LOG_LEVEL": "error",  # a level both shudi and Faust's -l accept
-            "SHUDI_WEB_PORT": str(_free_port()),  # others may run workers on this machine
-        }
-        modes.append(Mode("shudi", [*_shudi_cmd(), "worker"], env, out, dlq, group, inp))
-    if "shudi-x2" in wanted:
-        # Two workers in one group share the partitions: on 2 cores with the broker beside them, the
-        # gain is bounded by the cores, not by shudi.
-        inp, out, dlq = topics("shudi2")
-        group = f"bench-{run_id}-shudi2"
-        env = {
-            "SHUDI_BROKER": args.bootstrap,
-            "SHUDI_INPUT_TOPIC": inp,
-            "SHUDI_ENRICHED_TOPIC": out,
-            "SHUDI_DLQ_TOPIC": dlq,
-            # The internal topics too: with the defaults every run's counting agent would replay the
-            # counts of every earlier run from the beginning.
-            "SHUDI_COUNTS_TOPIC": f"{group}-counts",
-            "SHUDI_BURSTS_TOPIC": f"{group}-bursts",
-            "SHUDI_GEOIP_DB": str(args.db),
-            "SHUDI_APP_ID": group,
-            "SHUDI_METRICS_PORT": "0",
-            "SHUDI_PARTITIONS": str(args.partitions),
-            "SHUDI_LOG_LEVEL": "error",
         }
         copies = [
-            {"SHUDI_WEB_PORT": str(_free_port()), "SHUDI_DATA_DIR": str(Path(args.workdir) / f"{group}-{i}")}
-            for i in range(2)
+            {
+                "SHUDI_WEB_PORT": str(_free_port()),  # others may run workers on this machine
+                "SHUDI_DATA_DIR": str(Path(args.workdir) / f"{group}-{i}"),
+            }
+            for i in range(workers)
         ]
-        modes.append(Mode("shudi-x2", [*_shudi_cmd(), "worker"], env, out, dlq, group, inp, copies))
+        modes.append(Mode(name, [*_shudi_cmd(), "worker"], env, out, dlq, group, inp, copies))
     return modes
 
 
