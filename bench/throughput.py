@@ -273,7 +273,10 @@ async def create_topics(bootstrap: str, topics: dict[str, int]) -> None:
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        new = [NewTopic(t, p, 1) for t, p in topics.items() if t not in existing]
+        # No retention limit on the bench's own topics: the project's dev broker keeps 64 MB per partition,
+        # and a --long run's input (6 GB) would be deleted under the worker reading it.
+        unlimited = {"retention.bytes": "-1", "retention.ms": "-1"}
+        new = [NewTopic(t, p, 1, topic_configs=unlimited) for t, p in topics.items() if t not in existing]
         if new:
             await admin.create_topics(new)
         # Leaders appear a moment after CreateTopics returns; a consumer starting earlier sees no partitions.
@@ -283,6 +286,18 @@ async def create_topics(bootstrap: str, topics: dict[str, int]) -> None:
             if all(t["partitions"] and all(p["leader"] >= 0 for p in t["partitions"]) for t in md):
                 return
             await asyncio.sleep(0.2)
+    finally:
+        await admin.close()
+
+
+async def delete_run_topics(bootstrap: str, run_id: str) -> None:
+    """Every topic of one harness run (inputs, outputs, the workers' internal topics)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        ours = [t for t in await admin.list_topics() if t.startswith(f"bench-{run_id}")]
+        if ours:
+            await admin.delete_topics(ours)
     finally:
         await admin.close()
 
@@ -923,6 +938,8 @@ async def _harness(args: argparse.Namespace) -> int:
         Path(args.json).write_text(  # noqa: ASYNC240 - after the measurements
             json.dumps({"meta": meta, "results": [asdict(r) for r in results]}, indent=2)
         )
+    if args.long:
+        await delete_run_topics(args.bootstrap, run_id)  # some 12 GB of broker disk
     if args.tiny:
         bad = [r for r in results if r.ran and r.outputs + r.dead_letters != args.events]
         for r in bad:
