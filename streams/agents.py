@@ -7,13 +7,13 @@ relays ≈ 7 k events/s where a plain aiokafka loop relays ≈ 25 k/s. The enric
 needs none of Faust's tables, so it runs as a ``mode.Service`` started and stopped with the Faust app,
 with its own consumer group ``<app_id>-enrich``; the stateful stages keep Faust's agents and tables.
 
-Each batch's enriched records and dead letters are produced, and their acknowledgements awaited, before the
+Each batch's enriched records go out as whole record batches to their input's partition number
+(:mod:`streams.batch_send`), its dead letters one by one, and their acknowledgements are awaited before the
 next batch. Its counts are merged in memory and *flushed* about once a second (``SHUDI_TICK_INTERVAL_S``, or
-sooner once ``FLUSH_BATCHES`` full batches wait):
-one delta per territory and window to the counts topic, then the watermark ticks, and then the offsets of
-every batch since the last flush are committed. One flush a second instead of one delta per batch keeps
-the Faust counting agent's load at a few dozen messages a second whatever the input rate, and commits stop
-costing a round trip per batch.
+sooner once ``FLUSH_BATCHES`` full batches wait): one ``CountBatch`` per counts partition (the deltas of the
+territories it owns, then a watermark tick per source partition), and then the offsets of every batch since
+the last flush are committed. A few messages a second whatever the input rate keep the Faust counting
+agent's per-message cost out of the way, and commits stop costing a round trip per batch.
 
 Guarantees:
 - At-least-once: offsets are committed only after the broker acknowledged every record produced for them
