@@ -171,8 +171,7 @@ class Detection:
             raw = self.windows.get(key)
             agg = decode_agg(raw) if raw is not None else WindowAgg()
             agg.count += window.count
-            for post_id, n in window.posts:
-                agg.posts.add(post_id, n)
+            agg.posts.add_many(window.posts)
             self.windows[key] = encode_agg(agg)
 
     # --- closing windows -----------------------------------------------------------------------------------

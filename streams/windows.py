@@ -6,6 +6,7 @@ event one window; hopping windows (``hop < size``, ``size`` a multiple of ``hop`
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -52,21 +53,45 @@ class TopPosts(msgspec.Struct, gc=False):
     counters: dict[str, list[int]] = msgspec.field(default_factory=dict)  # post_id -> [count, error]
 
     def add(self, post_id: str, n: int = 1) -> None:
+        self.add_many(((post_id, n),))
+
+    def add_many(self, posts: Iterable[tuple[str, int]]) -> None:
+        """``add`` each (post, n) in turn; the victim among equal minimum counts is the smallest post id.
+
+        A full sketch replaces its minimum counter for every new post. A scan for it per post (64 Python
+        calls) was the counting stage's largest cost when posts are many, so a min-heap of (count, post) is
+        built at the first replacement and kept lazily: a count that grew pushes a new entry, and an entry
+        whose count is no longer the post's is skipped when it reaches the top.
+        """
         counters = self.counters
-        slot = counters.get(post_id)
-        if slot is not None:
-            slot[0] += n
-            return
-        if len(counters) < self.capacity:
-            counters[post_id] = [n, 0]
-            return
-        victim = min(counters, key=lambda p: counters[p][0])
-        floor = counters.pop(victim)[0]
-        counters[post_id] = [floor + n, floor]
+        capacity = self.capacity
+        heap: list[tuple[int, str]] | None = None
+        for post_id, n in posts:
+            slot = counters.get(post_id)
+            if slot is not None:
+                slot[0] += n
+                if heap is not None:
+                    heapq.heappush(heap, (slot[0], post_id))
+                continue
+            if len(counters) < capacity:
+                counters[post_id] = [n, 0]
+                if heap is not None:
+                    heapq.heappush(heap, (n, post_id))
+                continue
+            if heap is None:
+                heap = [(count, post) for post, (count, _) in counters.items()]
+                heapq.heapify(heap)
+            while True:
+                floor, victim = heapq.heappop(heap)
+                held = counters.get(victim)
+                if held is not None and held[0] == floor:
+                    break
+            del counters[victim]
+            counters[post_id] = [floor + n, floor]
+            heapq.heappush(heap, (floor + n, post_id))
 
     def merge(self, posts: Iterable[PostCount]) -> None:
-        for post in posts:
-            self.add(post.post_id, post.count)
+        self.add_many((post.post_id, post.count) for post in posts)
 
     def top(self, k: int) -> list[PostCount]:
         ranked = sorted(self.counters.items(), key=lambda item: (-item[1][0], item[0]))
