@@ -30,6 +30,7 @@ from streams.territory import (
     Location,
     label_location,
     parse_ip,
+    public_v4,
     special_reason,
     unwrap_tunnel,
 )
@@ -60,8 +61,12 @@ class GeoDatabase(Protocol):
     build: str  # database type and build time: "GeoLite2-City 2026-11-20T12:00:00Z"
     build_epoch: int  # build time, seconds since the epoch
 
-    def locate(self, ip: IPAddress) -> Location | None:
-        """The record for ``ip`` (None: no network); raises RecordError when the record cannot be read."""
+    def locate(self, ip: IPAddress | str) -> Location | None:
+        """The record for ``ip`` (None: no network); raises RecordError when the record cannot be read.
+
+        ``ip`` is an address, or the text of one that :func:`streams.territory.public_v4` accepted (the
+        labeller's fast path: an adapter whose reader parses text itself skips building an address object).
+        """
         ...
 
     def close(self) -> None: ...
@@ -169,8 +174,8 @@ class MmdbDatabase:
             raise DatabaseError(path, f"corrupt ({_first_line(e)})") from None
         return db
 
-    def locate(self, ip: IPAddress) -> Location | None:
-        if ip.version == 6 and self._ip_version == 4:
+    def locate(self, ip: IPAddress | str) -> Location | None:
+        if self._ip_version == 4 and not isinstance(ip, str) and ip.version == 6:
             return None
         try:
             record = self._reader.get(ip)
@@ -248,11 +253,13 @@ class Labeller:
             """The label for ``ip_text``; raises InvalidIP (a ValueError) if it is not an address."""
             t0 = clock()
             try:
-                ip = unwrap_tunnel(parse_ip(ip_text))
-                reason = special_reason(ip)
-                if reason is not None:
-                    return UNKNOWN_LABELS[reason]
                 try:
+                    if public_v4(ip_text):  # most misses: no address object, the reader parses the text
+                        return label_location(locate(ip_text))
+                    ip = unwrap_tunnel(parse_ip(ip_text))
+                    reason = special_reason(ip)
+                    if reason is not None:
+                        return UNKNOWN_LABELS[reason]
                     return label_location(locate(ip))
                 except RecordError:
                     return db_error

@@ -23,7 +23,16 @@ from streams.geoip import (
     ReloadResult,
 )
 from streams.mmdbbuild import build_city_mmdb, cn_record
-from streams.territory import UNKNOWN, InvalidIP, Label, Location, Territory
+from streams.territory import (
+    UNKNOWN,
+    InvalidIP,
+    Label,
+    Location,
+    Territory,
+    label_location,
+    parse_ip,
+    public_v4,
+)
 
 
 def _label(want: Expected | str) -> Label:
@@ -46,6 +55,19 @@ def fixture_db(fixture_db_path: Path) -> MmdbDatabase:
 )
 def test_fixture_answers(fixture_db: MmdbDatabase, network: str, ip: str, want: Expected | str) -> None:
     assert Labeller(fixture_db, 16).label(ip) == _label(want)
+
+
+def test_fast_path_labels_as_the_full_path(fixture_db: MmdbDatabase) -> None:
+    # Dotted quads outside special ranges are looked up by their text (territory.public_v4); every other
+    # address goes through parse_ip, special_reason and an address object. Both must agree.
+    labeller = Labeller(fixture_db, 16)
+    texts = [c[2] for c in CASES if "." in c[2] and ":" not in c[2]] + [
+        ip for ip in NOT_FOUND if ":" not in ip
+    ]
+    fast = [t for t in texts if public_v4(t)]
+    assert len(fast) >= 10  # the fixture exercises the fast path
+    for text in fast:
+        assert labeller.label(text) == label_location(fixture_db.locate(parse_ip(text))), text
 
 
 def test_fixture_misc(fixture_db: MmdbDatabase) -> None:

@@ -22,6 +22,7 @@ from streams.territory import (
     find_division,
     label_location,
     parse_ip,
+    public_v4,
     special_reason,
     unwrap_tunnel,
 )
@@ -249,6 +250,33 @@ def test_dotted_quads_agree_with_ipaddress(text: str) -> None:
             parse_ip(text)
     else:
         assert parse_ip(text) == want
+
+
+@given(
+    st.one_of(
+        st.integers(0, 2**32 - 1).map(lambda n: str(IPv4Address(n))),
+        st.from_regex(r"\A[0-9]{1,4}\.[0-9]{1,4}\.[0-9]{1,4}\.[0-9]{1,4}\Z"),
+        st.text(max_size=50),
+    )
+)
+def test_public_v4_only_when_the_slow_path_finds_nothing_special(text: str) -> None:
+    # The labeller's fast path skips parse_ip and special_reason for these: it must never accept text that
+    # either of them rejects or calls special.
+    if public_v4(text):
+        assert special_reason(parse_ip(text)) is None
+        assert str(parse_ip(text)) == text
+
+
+@pytest.mark.parametrize("text", ["1.1.1.1", "114.114.114.114", "223.5.5.5", "8.8.8.8"])
+def test_public_v4_accepts_ordinary_addresses(text: str) -> None:
+    assert public_v4(text)
+
+
+@pytest.mark.parametrize(
+    "text", ["10.1.2.3", "127.0.0.1", "01.2.3.4", "1.2.3", "1.2.3.4 ", "::ffff:1.2.3.4", ""]
+)
+def test_public_v4_refuses_special_and_non_canonical_text(text: str) -> None:
+    assert not public_v4(text)
 
 
 @pytest.mark.parametrize(
