@@ -56,7 +56,13 @@ class Settings(BaseSettings):
     )
 
     # --- Processing --------------------------------------------------------------------------------------
-    batch_size: int = Field(1000, ge=1, description="Most events the agent takes from the stream at once.")
+    batch_size: int = Field(2000, ge=1, description="Most events the agent takes from the stream at once.")
+    flush_events: int = Field(
+        20_000,
+        ge=1,
+        description="Commit (and send the counts) once this many events wait, else once a tick: "
+        "bounds what a crash replays.",
+    )
     batch_timeout_s: float = Field(0.05, gt=0, description="Longest wait to fill a batch, in seconds.")
     max_message_bytes: int = Field(65_536, ge=256, description="Larger input messages are dead-lettered.")
     stall_timeout_s: float = Field(

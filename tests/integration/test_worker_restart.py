@@ -25,7 +25,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from workers import WorkerProcess
 
-from streams.agents import EXIT_FATAL, FLUSH_BATCHES
+from streams.agents import EXIT_FATAL
 from streams.kafka_admin import create_topics
 from streams.mmdbbuild import build_demo_db, sample_ips
 from streams.producer import produce_lines
@@ -37,10 +37,11 @@ BACKLOG = 30_000  # waiting on the input topic when the first worker starts: it 
 TAIL = 10_000  # then more arriving at TAIL_RATE, across the stop and the restart
 TAIL_RATE = 2_000.0
 BATCH_SIZE = 500
+FLUSH_EVENTS = 4 * BATCH_SIZE
 PARTITIONS = 4
-# Most records a killed worker can have produced without committing them: the batches waiting for the
-# next flush (streams.agents.FLUSH_BATCHES full ones at most) and the batch in flight.
-IN_FLIGHT_BOUND = BATCH_SIZE * (FLUSH_BATCHES + 1)
+# Most records a killed worker can have produced without committing them: the events waiting for the
+# next flush (fewer than FLUSH_EVENTS before the last batch) and that batch.
+IN_FLIGHT_BOUND = FLUSH_EVENTS + BATCH_SIZE
 # Stop the first worker only after it enriched more than that bound, so a worker that never committed
 # would show more duplicates than the bound allows.
 STOP_AFTER = 2 * IN_FLIGHT_BOUND + 1000
@@ -51,7 +52,7 @@ GRACEFUL_BACKLOG = 120_000
 GRACEFUL_STOP_EVERY = 4000
 # Records a stopping worker may still deliver, in batches: the one in flight when the signal came and the
 # ones produced but not yet read back by the test.
-STOP_SLACK_BATCHES = FLUSH_BATCHES + 1
+STOP_SLACK_BATCHES = 5
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +73,7 @@ def worker_settings(
         "SHUDI_PARTITIONS": str(PARTITIONS),
         "SHUDI_GEOIP_DB": str(db),
         "SHUDI_BATCH_SIZE": str(batch_size),
+        "SHUDI_FLUSH_EVENTS": str(FLUSH_EVENTS),
         # Every worker of a test gets the same data dir, as a restarted pod keeps its volume.
         "SHUDI_DATA_DIR": str(tmp_path / "shudi-data"),
     }

@@ -41,7 +41,8 @@ def test_defaults() -> None:
     assert s.sasl_username is None
     assert s.sasl_password is None
     assert s.ssl_cafile is None
-    assert s.batch_size == 1000
+    assert s.batch_size == 2000
+    assert s.flush_events == 20_000
     assert s.batch_timeout_s == 0.05
     assert s.max_message_bytes == 65_536
     assert s.ip_hash_key is None
@@ -179,6 +180,7 @@ def test_settings_error_is_a_value_error() -> None:
         ("SHUDI_BATCH_TIMEOUT_S", "0", "batch_timeout_s"),
         ("SHUDI_BATCH_TIMEOUT_S", "soon", "batch_timeout_s"),
         ("SHUDI_BATCH_SIZE", "0", "batch_size"),
+        ("SHUDI_FLUSH_EVENTS", "0", "flush_events"),
         ("SHUDI_MAX_MESSAGE_BYTES", "100", "max_message_bytes"),
         ("SHUDI_DLQ_RETENTION_MS", "1000", "dlq_retention_ms"),
         ("SHUDI_GEOIP_CACHE_SIZE", "0", "geoip_cache_size"),
