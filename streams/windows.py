@@ -73,10 +73,8 @@ class TopPosts(msgspec.Struct, gc=False):
                 if heap is not None:
                     heapq.heappush(heap, (slot[0], post_id))
                 continue
-            if len(counters) < capacity:
+            if len(counters) < capacity:  # (never once the heap exists: replacing keeps the sketch full)
                 counters[post_id] = [n, 0]
-                if heap is not None:
-                    heapq.heappush(heap, (n, post_id))
                 continue
             if heap is None:
                 heap = [(count, post) for post, (count, _) in counters.items()]
