@@ -14,6 +14,7 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+from aiokafka.structs import ConsumerRecord
 from workers import WorkerProcess, metric_value, read_topics
 
 from streams.events import load_schema
@@ -44,6 +45,25 @@ def topic_settings(uid: str, db: Path) -> dict[str, str]:
     }
 
 
+def run_worker(
+    tmp_path: Path, settings: dict[str, str], events: list[SampleEvent], topics: list[str], until: int
+) -> tuple[WorkerProcess, list[ConsumerRecord[bytes, bytes]], str]:
+    """Start a worker, send ``events`` to its input, read ``topics`` until ``until`` records came, then
+    stop it (exit code 0 asserted). Returns the worker (for its log), the records and its metrics page."""
+    bootstrap = settings["SHUDI_BROKER"]
+    worker = WorkerProcess.configure(tmp_path, "worker", settings)
+    worker.start()
+    try:
+        worker.wait_ready()
+        asyncio.run(produce_lines(bootstrap, settings["SHUDI_INPUT_TOPIC"], (e.value for e in events)))
+        records = asyncio.run(read_topics(bootstrap, topics, until=until))
+        exposition = worker.metrics()
+    finally:
+        exit_code = worker.stop()
+    assert exit_code == 0, worker.log()[-4000:]
+    return worker, records, exposition
+
+
 def test_ten_thousand_comments_end_to_end(
     kafka_bootstrap: str, uid: str, tmp_path: Path, demo_db: Path
 ) -> None:
@@ -55,26 +75,8 @@ def test_ten_thousand_comments_end_to_end(
     assert len(bad) >= 50, "the sample should hold about 1 % bad events"
     assert len({e.bad_reason for e in bad}) >= 6, "bad events of several kinds"
 
-    worker = WorkerProcess.configure(tmp_path, "worker", settings)
-    worker.start()
-    try:
-        worker.wait_ready()
-        asyncio.run(produce_lines(kafka_bootstrap, settings["SHUDI_INPUT_TOPIC"], (e.value for e in events)))
-        records = asyncio.run(
-            read_topics(
-                kafka_bootstrap,
-                [
-                    settings["SHUDI_INPUT_TOPIC"],
-                    settings["SHUDI_ENRICHED_TOPIC"],
-                    settings["SHUDI_DLQ_TOPIC"],
-                ],
-                until=2 * N_EVENTS,
-            )
-        )
-        exposition = worker.metrics()
-    finally:
-        exit_code = worker.stop()
-    assert exit_code == 0, worker.log()[-4000:]
+    topics = [settings["SHUDI_INPUT_TOPIC"], settings["SHUDI_ENRICHED_TOPIC"], settings["SHUDI_DLQ_TOPIC"]]
+    worker, records, exposition = run_worker(tmp_path, settings, events, topics, until=2 * N_EVENTS)
 
     enriched = [r for r in records if r.topic == settings["SHUDI_ENRICHED_TOPIC"]]
     dead = [r for r in records if r.topic == settings["SHUDI_DLQ_TOPIC"]]
@@ -137,17 +139,9 @@ def test_enriched_topic_with_other_partition_count_is_partitioned_by_key(
     asyncio.run(create_topics(kafka_bootstrap, {settings["SHUDI_ENRICHED_TOPIC"]: 2}))
     ips = sample_ips(demo_db, None, n=100, seed=4)
     events = list(sample_events(ips, 2000, bad_fraction=0.0, seed=12))
-    worker = WorkerProcess.configure(tmp_path, "worker", settings)
-    worker.start()
-    try:
-        worker.wait_ready()
-        asyncio.run(produce_lines(kafka_bootstrap, settings["SHUDI_INPUT_TOPIC"], (e.value for e in events)))
-        records = asyncio.run(
-            read_topics(kafka_bootstrap, [settings["SHUDI_ENRICHED_TOPIC"]], until=len(events))
-        )
-    finally:
-        exit_code = worker.stop()
-    assert exit_code == 0, worker.log()[-4000:]
+    worker, records, _ = run_worker(
+        tmp_path, settings, events, [settings["SHUDI_ENRICHED_TOPIC"]], until=len(events)
+    )
     assert Counter(json.loads(r.value)["event_id"] for r in records if r.value) == Counter(
         e.event_id for e in events
     )
