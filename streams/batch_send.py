@@ -3,8 +3,9 @@
 ``AIOKafkaProducer.send()`` costs ~22 µs of CPU per record on these machines (partitioner, a future and a
 done-callback per record, the accumulator's bookkeeping), nearly as much as everything else shudi does per
 event. Building the record batch ourselves (``create_batch`` / ``append`` / ``send_batch``) costs ~3 µs per
-record and one future per batch (``python -m bench.produce``). The price is that the caller names the
-partition of every record; shudi's enrichment sends each record to the partition its input came from.
+record and one future per batch (py-spy on ``python -m bench.throughput``). The price is that the caller
+names the partition of every record; shudi's enrichment sends each record to the partition its input came
+from.
 """
 
 from __future__ import annotations
