@@ -29,7 +29,7 @@ RUN /opt/shudi/bin/pip wheel --no-deps --wheel-dir /tmp/wheels . \
 
 # SYNTHETIC DEMO DATA, NOT REAL GEOGRAPHY: lets the stack run without a MaxMind licence.
 RUN mkdir -p /usr/share/shudi \
-    && /opt/shudi/bin/python -m streams.mmdbbuild demo /usr/share/shudi/demo-city.mmdb
+    && /opt/shudi/bin/python -m streams.devtools.mmdbbuild demo /usr/share/shudi/demo-city.mmdb
 
 # --- runtime: the venv and the demo database, nothing else; non-root, read-only root filesystem ----------
 FROM python:3.11.14-slim-bookworm@sha256:65a93d69fa75478d554f4ad27c85c1e69fa184956261b4301ebaf6dbb0a3543d AS runtime

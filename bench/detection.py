@@ -1,4 +1,4 @@
-"""Benchmark (not a test): precision, recall and delay of ``streams.detector.step`` on simulated traffic.
+"""Benchmark (not a test): precision, recall and delay of the detector on simulated traffic.
 
     python -m bench.detection [--seeds 1,2,3,4,5] [--rate 20000] [--r 20] [--json PATH]
 
@@ -36,8 +36,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from streams.detector import GLOBAL_KEY, DetectorParams, TerritoryState, step
-from streams.simulate import poisson
+from streams.devtools.simulate import poisson
+from streams.pipeline.detector import GLOBAL_KEY, DetectorParams, TerritoryState, step
 
 # Internet users (millions, rough CNNIC-era orders of magnitude) and the UTC offset of the local day.
 TERRITORIES: dict[str, tuple[float, float]] = {

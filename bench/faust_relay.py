@@ -71,7 +71,7 @@ def use_uvloop() -> None:
 
     Faust reads ``-L/--loop`` from ``sys.argv`` once, in ``faust/__init__.py`` at *import* time. A program
     that imports faust and then sets ``sys.argv = [..., "--loop", "uvloop", "worker", ...]`` before
-    ``app.main()`` (as this file did, and as streams/cli.py does) silently keeps the default asyncio
+    ``app.main()`` (as this file did, and as streams/cli/__init__.py does) silently keeps the default asyncio
     loop: the profile shows ``asyncio/base_events.py`` and ``selector_events.py`` frames. mode.loop.use()
     sets the event-loop policy before the worker creates its loop.
     """

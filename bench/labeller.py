@@ -20,8 +20,8 @@ from pathlib import Path
 
 import maxminddb
 
-from streams.geoip import Labeller, MmdbDatabase
-from streams.mmdbbuild import build_synthetic_db, sample_ips
+from streams.devtools.mmdbbuild import build_synthetic_db, sample_ips
+from streams.pipeline.geoip import Labeller, MmdbDatabase
 
 
 def zipf_stream(items: list[str], n: int, s: float, seed: int) -> list[str]:

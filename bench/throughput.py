@@ -26,6 +26,7 @@ import random
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -36,10 +37,12 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from streams.devtools.mmdbbuild import build_synthetic_db
+from streams.testing import free_port, user_cache_dir
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 REQUIRED_FIELDS = ("event_id", "user_id", "post_id", "text", "ip", "created_at", "platform")
 REPO_ROOT = Path(__file__).resolve().parent.parent  # children run from here, so `-m bench...` resolves
-DEFAULT_DB_CACHE = Path("/tmp/shudi-bench/synthetic-city.mmdb")
 
 # ----------------------------------------------------------------------------------------------------------
 # /proc readings: the harness measures children from outside, so a worker cannot flatter itself.
@@ -69,108 +72,18 @@ def proc_rss_mb(pid: int) -> float:
 # ----------------------------------------------------------------------------------------------------------
 # GeoIP database: a real file (--db) or a synthetic GeoIP2-City of realistic size.
 
-_LOCATIONS: list[tuple[str, str, str, str | None, str | None, str | None, float]] = [
-    # country, name_en, name_zh, subdivision iso, subdivision en, subdivision zh, weight
-    ("CN", "China", "中国", "GD", "Guangdong", "广东", 12),
-    ("CN", "China", "中国", "BJ", "Beijing", "北京", 8),
-    ("CN", "China", "中国", "SH", "Shanghai", "上海", 8),
-    ("CN", "China", "中国", "ZJ", "Zhejiang", "浙江", 7),
-    ("CN", "China", "中国", "JS", "Jiangsu", "江苏", 7),
-    ("CN", "China", "中国", "SC", "Sichuan", "四川", 5),
-    ("CN", "China", "中国", "HB", "Hubei", "湖北", 4),
-    ("CN", "China", "中国", "SD", "Shandong", "山东", 5),
-    ("CN", "China", "中国", "HA", "Henan", "河南", 4),
-    ("CN", "China", "中国", "FJ", "Fujian", "福建", 3),
-    ("CN", "China", "中国", None, None, None, 3),
-    ("HK", "Hong Kong", "香港", None, None, None, 2),
-    ("MO", "Macao", "澳门", None, None, None, 1),
-    ("TW", "Taiwan", "台湾", None, None, None, 2),
-    ("US", "United States", "美国", "CA", "California", "加利福尼亚州", 6),
-    ("JP", "Japan", "日本", "13", "Tokyo", "东京都", 3),
-    ("SG", "Singapore", "新加坡", None, None, None, 2),
-    ("DE", "Germany", "德国", "BE", "Berlin", "柏林", 2),
-    ("GB", "United Kingdom", "英国", "ENG", "England", "英格兰", 2),
-    ("AU", "Australia", "澳大利亚", "NSW", "New South Wales", "新南威尔士州", 1),
-]
-
-
-def _record(loc: tuple[str, str, str, str | None, str | None, str | None, float], i: int) -> dict[str, Any]:
-    cc, en, zh, sub, sub_en, sub_zh, _w = loc
-    rec: dict[str, Any] = {
-        "continent": {"code": "AS", "geoname_id": 6255147, "names": {"en": "Asia", "zh-CN": "亚洲"}},
-        "country": {"geoname_id": 1000 + i, "iso_code": cc, "names": {"en": en, "zh-CN": zh}},
-        "city": {"geoname_id": 200000 + i, "names": {"en": f"City {i}", "zh-CN": f"城市{i}"}},
-        "location": {
-            "accuracy_radius": 50,
-            "latitude": 30.0 + i / 100,
-            "longitude": 110.0 + i / 100,
-            "time_zone": "Asia/Shanghai",
-        },
-        "registered_country": {"geoname_id": 1000 + i, "iso_code": cc, "names": {"en": en, "zh-CN": zh}},
-    }
-    if sub is not None:
-        rec["subdivisions"] = [
-            {"geoname_id": 300000 + i, "iso_code": sub, "names": {"en": sub_en, "zh-CN": sub_zh}}
-        ]
-    return rec
-
-
-def build_synthetic_db_fallback(path: Path, networks: int = 220_000, seed: int = 7) -> None:
-    """A GeoIP2-City shaped DB with *networks* disjoint IPv4 /24s and IPv6 /48s (about 70 % IPv4).
-
-    Used only while ``streams.mmdbbuild`` does not exist yet; it is deliberately minimal (a few hundred
-    distinct records, no overlap handling) but has the tree depth and size of a real City file.
-    """
-    from mmdb_writer import MMDBWriter
-    from netaddr import IPNetwork, IPSet
-
-    rng = random.Random(seed)
-    records = [_record(_LOCATIONS[i % len(_LOCATIONS)], i) for i in range(400)]
-    weights = [_LOCATIONS[i % len(_LOCATIONS)][6] for i in range(400)]
-    writer = MMDBWriter(
-        ip_version=6,
-        ipv4_compatible=True,
-        database_type="GeoIP2-City",
-        languages=["en", "zh-CN"],
-        description="shudi synthetic bench DB",
-    )
-    n4 = int(networks * 0.7)
-    bad_first = {0, 10, 100, 127, 169, 172, 192, 198, 203} | set(range(224, 256))
-    v4: set[int] = set()
-    while len(v4) < n4:
-        n = rng.randrange(1 << 24)
-        if (n >> 16) not in bad_first:
-            v4.add(n)
-    v6: set[int] = set()
-    while len(v6) < networks - n4:
-        v6.add((0x2400 << 32) | rng.randrange(1 << 36))  # inside 2400::/12: global unicast
-    for n in sorted(v4):
-        writer.insert_network(IPSet([IPNetwork((n << 8, 24))]), rng.choices(records, weights)[0])
-    for n in sorted(v6):
-        writer.insert_network(IPSet([IPNetwork((n << 80, 48), version=6)]), rng.choices(records, weights)[0])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    writer.to_db_file(str(tmp))
-    tmp.replace(path)
-
 
 def ensure_db(db: Path | None, networks: int) -> tuple[Path, str]:
     """The DB to use and how it was obtained (reported, so a synthetic result is never mistaken for real)."""
     if db is not None:
         return db, "given"
-    try:
-        from streams.mmdbbuild import build_synthetic_db
-    except ImportError:
-        cached = DEFAULT_DB_CACHE.with_name(f"synthetic-city-fallback-{networks}.mmdb")
-        if not cached.exists():
-            build_synthetic_db_fallback(cached, networks)
-        return cached, f"synthetic, {networks:,} networks (bench fallback builder)"
-    cached = DEFAULT_DB_CACHE.with_name(f"synthetic-city-mmdbbuild-{networks}.mmdb")
+    cached = user_cache_dir() / "bench" / f"synthetic-city-{networks}.mmdb"
     if not cached.exists():
-        tmp = cached.with_suffix(".tmp")
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
         build_synthetic_db(tmp, networks, 7)
         tmp.replace(cached)
-    return cached, f"synthetic, {networks:,} networks (streams.mmdbbuild)"
+    return cached, f"synthetic, {networks:,} networks (streams.devtools.mmdbbuild)"
 
 
 def ip_pool(db: Path, size: int, seed: int) -> list[str]:
@@ -783,21 +696,13 @@ def _modes(args: argparse.Namespace, run_id: str) -> list[Mode]:
         }
         copies = [
             {
-                "SHUDI_WEB_PORT": str(_free_port()),  # others may run workers on this machine
+                "SHUDI_WEB_PORT": str(free_port()),  # others may run workers on this machine
                 "SHUDI_DATA_DIR": str(Path(args.workdir) / f"{group}-{i}"),
             }
             for i in range(workers)
         ]
         modes.append(Mode(name, [*_shudi_cmd(), "worker"], env, out, dlq, group, inp, copies))
     return modes
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _shudi_cmd() -> list[str]:
@@ -826,17 +731,17 @@ def shudi_runnable() -> str | None:
 
 
 def start_broker() -> tuple[str, Any]:
-    """A throwaway broker from streams.localkafka (the module another helper maintains)."""
+    """A throwaway broker from streams.devtools.localkafka (the module another helper maintains)."""
     try:
-        from streams import localkafka
+        from streams.devtools import localkafka
     except ImportError as exc:
-        raise SystemExit("no --bootstrap given and streams.localkafka does not exist yet") from exc
-    broker = localkafka.start(port=localkafka.free_port())
+        raise SystemExit("no --bootstrap given and streams.devtools.localkafka does not exist yet") from exc
+    broker = localkafka.start(port=free_port())
     return broker.bootstrap, broker
 
 
 def stop_broker(broker: Any) -> None:
-    from streams import localkafka
+    from streams.devtools import localkafka
 
     localkafka.stop(broker)
 
@@ -982,7 +887,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--bootstrap", help="HOST:PORT of a running broker (else streams.localkafka starts one)")
+    p.add_argument(
+        "--bootstrap", help="HOST:PORT of a running broker (else streams.devtools.localkafka starts one)"
+    )
     p.add_argument("--events", type=int, default=200_000)
     p.add_argument("--tiny", action="store_true", help="3k events; assert every event is accounted for (CI)")
     p.add_argument("--long", action="store_true", help=">= 10M events, RSS reported every million")
@@ -1004,7 +911,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="bench.faust_relay variants, comma separated",
     )
     p.add_argument("--json", type=Path, help="write the results here")
-    p.add_argument("--workdir", default="/tmp/shudi-bench/run", help="logs, Faust data dirs, profiles")
+    p.add_argument("--workdir", help="logs, Faust data dirs, profiles (default: a new temporary directory)")
     p.add_argument("--profile", action="store_true", help="py-spy each child while it processes (raw format)")
     p.add_argument("--idle-timeout", type=float, default=20.0)
     p.add_argument("--startup-timeout", type=float, default=120.0)
@@ -1015,6 +922,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dlq-topic", help=argparse.SUPPRESS)
     p.add_argument("--group", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.workdir is None:
+        args.workdir = tempfile.mkdtemp(prefix="shudi-bench-")
     if args.tiny:
         args.events = 3_000
     if args.long:

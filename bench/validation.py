@@ -24,7 +24,14 @@ import orjson
 import pydantic
 from jsonschema import Draft202012Validator, FormatChecker
 
-from streams.events import LANG_PATTERN, RFC3339_PATTERN, Comment, InvalidEvent, decode_comment, load_schema
+from streams.pipeline.events import (
+    LANG_PATTERN,
+    RFC3339_PATTERN,
+    Comment,
+    InvalidEvent,
+    decode_comment,
+    load_schema,
+)
 
 PHRASES = [
     "这家店的服务态度真的需要改进",
@@ -116,7 +123,7 @@ class PydanticComment(pydantic.BaseModel):
     @pydantic.field_validator("created_at")
     @classmethod
     def _calendar(cls, value: str) -> str:
-        datetime.fromisoformat(value)  # same calendar check as streams.events
+        datetime.fromisoformat(value)  # same calendar check as streams.pipeline.events
         return value
 
 
@@ -179,7 +186,7 @@ def e_json_only(raw: bytes) -> bool:
 
 
 APPROACHES: list[tuple[str, Callable[[bytes], bool]]] = [
-    ("(a) msgspec typed decode (streams.events.decode_comment)", a_msgspec),
+    ("(a) msgspec typed decode (streams.pipeline.events.decode_comment)", a_msgspec),
     ("(a0) msgspec Decoder(Comment), lenient timestamps", a0_msgspec_lenient),
     ("(b) json.loads + pydantic v2 (strict)", b_pydantic),
     ("(c) orjson + jsonschema Draft202012Validator", c_jsonschema),

@@ -1,6 +1,6 @@
 """Small GeoIP2-City-shaped .mmdb files with KNOWN answers, built with mmdb-writer.
 
-Every entry states the label it must produce, written by hand (not computed by streams.territory). The
+Every entry states the label it must produce, written by hand (not computed by the code). The
 networks look public (1.0.x, 36.x, 2400:...) but nothing is ever contacted; the data is made up.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from streams.mmdbbuild import build_city_mmdb, cn_record, country_record
+from streams.devtools.mmdbbuild import build_city_mmdb, cn_record, country_record
 
 # (code, name_zh, name_en, scope, country_code) or ("ZZ", reason)
 Expected = tuple[str, str, str, str, str | None]

@@ -25,8 +25,8 @@ import pytest
 import yaml
 
 from streams.cli import main as cli_main
+from streams.runtime.topics import topic_plan
 from streams.settings import ENV_PREFIX, Settings, load_settings
-from streams.topics import topic_plan
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -265,7 +265,7 @@ def test_shudi_commands_are_real_subcommands_with_valid_options(services: dict[s
         command = service.get("command")
         assert isinstance(command, list), f"{name}: command must be an exec-form list"
         assert command, f"{name}: empty command"
-        sub = cli_main.commands.get(command[0])
+        sub = cli_main.get_command(click.Context(cli_main), command[0])
         assert isinstance(sub, click.Command), f"{name}: `shudi {command[0]}` is no shudi subcommand"
         # Let click parse the options, with container paths of bind mounts mapped to the repo's files
         # (so `exists=True` paths are checked too).
@@ -412,7 +412,9 @@ def test_topics_service_creates_the_topics_shudi_uses(
     assert {t: p for t, (p, _, _, _) in created.items()} == expected
     for topic, (_, rf, config, bootstrap) in created.items():
         assert rf == settings.replication_factor, topic
-        assert config == configs.get(topic, {}), f"{topic}: configs differ from streams.topics.topic_plan"
+        assert config == configs.get(topic, {}), (
+            f"{topic}: configs differ from streams.runtime.topics.topic_plan"
+        )
         assert bootstrap == settings.broker, topic
     assert int(created[settings.dlq_topic][2]["retention.ms"]) <= 3 * 24 * 3600 * 1000, "short DLQ retention"
 
@@ -510,7 +512,7 @@ def test_healthchecks_are_wired(services: dict[str, dict[str, Any]], stages: lis
         assert {"kafka", "topics", "geoip-init"} <= set(services[w]["depends_on"])
     for name in ("kafka", "prometheus", "grafana"):
         assert effective_healthcheck(services[name], stages), name
-    assert "healthcheck" in cli_main.commands
+    assert "healthcheck" in cli_main.list_commands(click.Context(cli_main))
 
 
 def test_geoip_volume_demo_seed_and_geoipupdate_profile(
@@ -525,7 +527,7 @@ def test_geoip_volume_demo_seed_and_geoipupdate_profile(
     assert str(db.name) in script
     assert "-s" in script, "copy the demo DB only if there is no database yet"
     build_runs = " ".join(parse_dockerfile(DOCKERFILE.read_text(encoding="utf-8"))[0].all("RUN"))
-    assert f"streams.mmdbbuild demo {demo}" in build_runs
+    assert f"streams.devtools.mmdbbuild demo {demo}" in build_runs
     assert f"{demo} {demo}" in " ".join(stages[-1].all("COPY"))
     assert any(
         m.source == "geoip" and m.target == str(db.parent) and not m.read_only for m in mounts_of(init)
@@ -581,7 +583,7 @@ def test_grafana_provisioning(services: dict[str, dict[str, Any]]) -> None:
 
 @pytest.fixture(scope="module")
 def demo_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from streams.mmdbbuild import build_demo_db
+    from streams.devtools.mmdbbuild import build_demo_db
 
     return build_demo_db(tmp_path_factory.mktemp("geoip") / "demo-city.mmdb")
 
@@ -589,7 +591,7 @@ def demo_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_simulator_bursts_show_within_minutes(
     services: dict[str, dict[str, Any]], stages: list[Stage], demo_db: Path
 ) -> None:
-    from streams.simulate import WEIGHTS, TerritoryPool, load_bursts, territory_shares
+    from streams.devtools.simulate import WEIGHTS, TerritoryPool, load_bursts, territory_shares
 
     sim = services["simulator"]
     args = sim["command"]
@@ -656,7 +658,7 @@ def test_dockerfile_runtime_copies_the_venv_and_runs_shudi_as_non_root(stages: l
     assert project()["scripts"]["shudi"] == "streams.cli:main"
     (cmd,) = runtime.all("CMD")
     assert exec_form(cmd) == ["worker"]
-    assert "worker" in cli_main.commands
+    assert "worker" in cli_main.list_commands(click.Context(cli_main))
     (healthcheck,) = runtime.all("HEALTHCHECK")
     assert exec_form(healthcheck[healthcheck.index("CMD") + 3 :].strip()) == ["shudi", "healthcheck"]
     labels = " ".join(runtime.all("LABEL"))

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prom import PrometheusServer, run_prometheus
+
+from tests.deploy.prom import PrometheusServer, run_prometheus
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "deploy/grafana/dashboards/shudi.json"

@@ -17,22 +17,28 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-_INTEGRATION = str(Path(__file__).resolve().parents[1] / "integration")
-if _INTEGRATION not in sys.path:  # tests/ is not a package: the two-worker setup lives in tests/integration
-    sys.path.insert(0, _INTEGRATION)
-
-from prom import PrometheusServer, run_prometheus  # noqa: E402
-from test_bursts_e2e import (  # noqa: E402
+from streams.cli.send import produce_lines
+from streams.devtools.mmdbbuild import build_demo_db
+from streams.devtools.simulate import TerritoryPool
+from streams.testing import WorkerProcess
+from tests.deploy.prom import PrometheusServer, run_prometheus
+from tests.deploy.test_dashboard import (
+    DASHBOARD,
+    RULE_FILES,
+    all_panels,
+    as_promql,
+    dashboard_exprs,
+    substitute,
+)
+from tests.integration.test_bursts_e2e import (
     SPEEDUP,
     TERRITORY,
     ActiveWatch,
@@ -42,12 +48,6 @@ from test_bursts_e2e import (  # noqa: E402
     counting_settings,
     running_workers,
 )
-from test_dashboard import DASHBOARD, RULE_FILES, all_panels, as_promql, dashboard_exprs, substitute  # noqa: E402
-from workers import WorkerProcess  # noqa: E402
-
-from streams.mmdbbuild import build_demo_db  # noqa: E402
-from streams.producer import produce_lines  # noqa: E402
-from streams.simulate import TerritoryPool  # noqa: E402
 
 pytestmark = pytest.mark.integration
 

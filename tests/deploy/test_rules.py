@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prom import PrometheusServer, find_binary, run_prometheus
 from prometheus_client import CollectorRegistry
 
-from streams.metrics import Metrics
+from streams.runtime.metrics import Metrics
+from tests.deploy.prom import PrometheusServer, find_binary, run_prometheus
 
 ROOT = Path(__file__).resolve().parents[2]
 RULE_FILES = sorted((ROOT / "deploy/prometheus/rules").glob("*.yml"))
@@ -168,7 +168,7 @@ def test_every_metric_in_rules_and_dashboard_is_exported(rules: list[dict[str, A
         used.setdefault(name, set()).add("dashboard")
     assert used, "no metric names found"
     unknown = {name: sorted(where) for name, where in used.items() if name not in known}
-    assert not unknown, f"not exported by streams.metrics.Metrics: {unknown}"
+    assert not unknown, f"not exported by streams.runtime.metrics.Metrics: {unknown}"
 
 
 def test_metric_name_extraction() -> None:

@@ -1,4 +1,4 @@
-"""streams.batch_send on the real broker: whole record batches per partition, nothing lost or reordered."""
+"""streams.runtime.batch_send on a real broker: record batches per partition, nothing lost or reordered."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import asyncio
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from streams.batch_send import send_batches
-from streams.kafka_admin import create_topics
+from streams.runtime.admin import create_topics
+from streams.runtime.batch_send import send_batches
 
 pytestmark = pytest.mark.integration
 

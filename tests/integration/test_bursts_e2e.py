@@ -38,10 +38,10 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 from jsonschema import Draft202012Validator, FormatChecker
 from prometheus_client.parser import text_string_to_metric_families
 from referencing import Registry, Resource
-from workers import WorkerProcess
 
-from streams.events import SCHEMAS_DIR, CountBatch, CountDelta, decode_count_message
-from streams.mmdbbuild import build_demo_db
+from streams.devtools.mmdbbuild import build_demo_db
+from streams.pipeline.events import SCHEMAS_DIR, CountBatch, CountDelta, decode_count_message
+from streams.testing import WorkerProcess
 
 pytestmark = pytest.mark.integration
 

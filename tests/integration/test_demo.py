@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.localkafka import free_port
+from streams.testing import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -21,7 +21,10 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from test_bursts_e2e import (
+
+from streams.devtools.mmdbbuild import build_demo_db
+from streams.testing import WorkerProcess
+from tests.integration.test_bursts_e2e import (
     SCOPE,
     SPEEDUP,
     TERRITORY,
@@ -42,9 +45,6 @@ from test_bursts_e2e import (
     summed,
     total,
 )
-from workers import WorkerProcess
-
-from streams.mmdbbuild import build_demo_db
 
 pytestmark = pytest.mark.integration
 

@@ -15,14 +15,14 @@ from pathlib import Path
 import jsonschema
 import pytest
 from aiokafka.structs import ConsumerRecord
-from workers import WorkerProcess, metric_value, read_topics
 
-from streams.events import load_schema
-from streams.geoip import Labeller, MmdbDatabase
-from streams.kafka_admin import create_topics
-from streams.mmdbbuild import build_demo_db, sample_ips
-from streams.producer import produce_lines
-from streams.sample import SampleEvent, sample_events
+from streams.cli.send import produce_lines
+from streams.devtools.mmdbbuild import build_demo_db, sample_ips
+from streams.devtools.sample import SampleEvent, sample_events
+from streams.pipeline.events import load_schema
+from streams.pipeline.geoip import Labeller, MmdbDatabase
+from streams.runtime.admin import create_topics
+from streams.testing import WorkerProcess, metric_value, read_topics
 
 pytestmark = pytest.mark.integration
 

@@ -14,8 +14,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from streams import localkafka
-from streams.kafka_admin import create_topics
+from streams.devtools import localkafka
+from streams.runtime.admin import create_topics
+from streams.testing import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -100,14 +101,14 @@ def test_status(kafka_bootstrap: str) -> None:
     if port is None:
         pytest.skip("status() only probes 127.0.0.1 and TEST_KAFKA_BOOTSTRAP points elsewhere")
     assert localkafka.status(port)
-    assert not localkafka.status(localkafka.free_port())
+    assert not localkafka.status(free_port())
 
 
 def test_cli_start_stop_via_state_file() -> None:
     """`start` in one process, `status`/`stop --port` in another, as a developer would use it."""
-    port = localkafka.free_port()
+    port = free_port()
     started = subprocess.run(
-        [sys.executable, "-m", "streams.localkafka", "start", "--port", str(port)],
+        [sys.executable, "-m", "streams.devtools.localkafka", "start", "--port", str(port)],
         capture_output=True,
         text=True,
         timeout=180,

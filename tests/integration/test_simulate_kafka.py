@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from workers import read_topics
 
-from streams.events import InvalidEvent, decode_comment
-from streams.geoip import Labeller, MmdbDatabase
-from streams.kafka_admin import create_topics
-from streams.mmdbbuild import build_demo_db
-from streams.simcmd import simulate
-from streams.territory import InvalidIP
+from streams.cli.simulate import simulate
+from streams.devtools.mmdbbuild import build_demo_db
+from streams.pipeline.events import InvalidEvent, decode_comment
+from streams.pipeline.geoip import Labeller, MmdbDatabase
+from streams.pipeline.territory import InvalidIP
+from streams.runtime.admin import create_topics
+from streams.testing import read_topics
 
 pytestmark = pytest.mark.integration
 

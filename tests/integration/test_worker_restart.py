@@ -23,13 +23,13 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
-from workers import WorkerProcess
 
-from streams.agents import EXIT_FATAL
-from streams.kafka_admin import create_topics
-from streams.mmdbbuild import build_demo_db, sample_ips
-from streams.producer import produce_lines
-from streams.sample import sample_events
+from streams.cli.errors import EXIT_FATAL
+from streams.cli.send import produce_lines
+from streams.devtools.mmdbbuild import build_demo_db, sample_ips
+from streams.devtools.sample import sample_events
+from streams.runtime.admin import create_topics
+from streams.testing import WorkerProcess
 
 pytestmark = pytest.mark.integration
 
@@ -174,7 +174,7 @@ def run_with_restarts(
                 await asyncio.to_thread(stop, worker)
                 await reader.read(1.0)  # whatever the worker delivered before it went
                 at_stops.append(reader.records)
-                # The loop takes no batch once the stop begins (streams.app.worker_class): what comes out
+                # The loop takes no batch once the stop begins (app.worker_class): what comes out
                 # after the signal is what was in flight or not yet read back, never the rest of the backlog.
                 after_signal = reader.records - at_signal
                 assert after_signal <= STOP_SLACK_BATCHES * batch_size, (

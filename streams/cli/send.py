@@ -1,0 +1,90 @@
+"""Producing comment events from a file: ``shudi send`` (replay, manual trials, demos)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import click
+import msgspec
+from aiokafka import AIOKafkaProducer
+
+from streams.settings import Settings
+
+
+class _Keyed(msgspec.Struct):
+    post_id: str | None = None
+
+
+_key_decoder = msgspec.json.Decoder(_Keyed)
+
+
+def key_for(line: bytes) -> bytes | None:
+    """The line's post_id, the key the worker would use; None for lines that are not a comment."""
+    try:
+        post_id = _key_decoder.decode(line).post_id
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        return None
+    return post_id.encode() if isinstance(post_id, str) else None
+
+
+async def produce_lines(
+    bootstrap: str, topic: str, lines: Iterable[bytes], *, rate: float = 0.0, progress: bool = False
+) -> int:
+    """Send each line as one record; ``rate`` > 0 paces sending to that many events per second."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=256 * 1024)
+    await producer.start()
+    sent = 0
+    started = time.monotonic()
+    try:
+        pending = []
+        for line in lines:
+            pending.append(await producer.send(topic, line, key=key_for(line)))
+            sent += 1
+            if rate > 0 and sent % max(1, int(rate / 20)) == 0:
+                # pace in small steps so the stream is smooth at any rate
+                delay = started + sent / rate - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            if len(pending) >= 10_000:
+                await asyncio.gather(*pending)
+                pending.clear()
+                if progress:
+                    click.echo(f"\r{sent} sent", nl=False, err=True)
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    if progress:
+        click.echo(f"\r{sent} sent", err=True)
+    return sent
+
+
+def read_lines(path: Path) -> Iterable[bytes]:
+    with path.open("rb") as f:
+        for raw in f:
+            line = raw.rstrip(b"\r\n")
+            if line:
+                yield line
+
+
+async def send_jsonl(settings: Settings, path: Path, topic: str, *, rate: float = 0.0) -> int:
+    return await produce_lines(settings.broker, topic, read_lines(path), rate=rate, progress=True)
+
+
+@click.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--topic", help="Topic to produce to (default: SHUDI_INPUT_TOPIC).")
+@click.option("--rate", type=float, default=0.0, help="Events per second; 0 sends as fast as possible.")
+def send(file: Path, topic: str | None, rate: float) -> None:
+    """Produce the comment events of a JSON-lines FILE to the input topic (for replay and trials).
+
+    Each line is sent as it is; the key is the line's post_id when it has one (bad lines are sent too, so
+    that the worker's dead-letter path can be tried).
+    """
+    from streams.cli.errors import settings_or_exit
+
+    settings = settings_or_exit()
+    sent = asyncio.run(send_jsonl(settings, file, topic or settings.input_topic, rate=rate))
+    click.echo(f"sent {sent} events to {topic or settings.input_topic}", err=True)

@@ -1,0 +1,75 @@
+"""``shudi worker`` and ``shudi healthcheck``: run a worker, and ask a running one whether it is healthy."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import NoReturn
+
+import click
+
+from streams.cli.errors import EXIT_FAILED, EXIT_FATAL, CommandError, settings_or_exit
+
+# Faust's `--loglevel` vocabulary; the settings use Python's level names.
+FAUST_LOG_LEVELS = {"debug": "debug", "info": "info", "warning": "warn", "error": "error"}
+
+
+@click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.pass_context
+def worker(ctx: click.Context) -> NoReturn:
+    """Run a worker. Options after `worker` are passed to Faust's worker command."""
+    import mode.loop
+    import prometheus_client
+
+    from streams.pipeline.geoip import DatabaseError
+    from streams.runtime.app import create_app
+    from streams.runtime.health import serve
+    from streams.runtime.topics import ensure_topics
+
+    settings = settings_or_exit()
+    # `_created` series double every counter's exposition and no dashboard of ours reads them.
+    prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
+    try:
+        shudi = create_app(settings)
+    except DatabaseError as exc:
+        raise CommandError(str(exc)) from None
+    asyncio.run(ensure_topics(settings))
+    if settings.metrics_port:
+        serve(settings.metrics_host, settings.metrics_port, shudi.metrics.registry, shudi.health)
+    if _have_uvloop():
+        # Faust reads `--loop` from sys.argv at import time only; this sets the policy before its loop exists.
+        mode.loop.use("uvloop")
+    sys.argv = ["shudi", "worker", "--loglevel", FAUST_LOG_LEVELS[settings.log_level], *ctx.args]
+    try:
+        shudi.app.main()
+    except SystemExit:
+        if shudi.health.fatal is not None:
+            sys.exit(EXIT_FATAL)
+        raise
+    sys.exit(0)  # pragma: no cover -- app.main() always raises SystemExit
+
+
+def _have_uvloop() -> bool:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@click.command()
+@click.option("--url", default=None, help="Default: http://127.0.0.1:$SHUDI_METRICS_PORT/healthz")
+def healthcheck(url: str | None) -> None:
+    """Exit 0 if the local worker is healthy, 1 if not (for container HEALTHCHECKs without curl)."""
+    import urllib.error
+    import urllib.request
+
+    if url is None:
+        url = f"http://127.0.0.1:{settings_or_exit().metrics_port}/healthz"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 -- an http URL we build
+            click.echo(resp.read().decode().strip())
+    except urllib.error.HTTPError as exc:
+        raise CommandError(f"unhealthy: {exc.read().decode().strip()}", EXIT_FAILED) from None
+    except OSError as exc:
+        raise CommandError(f"unreachable: {exc}", EXIT_FAILED) from None

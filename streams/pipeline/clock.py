@@ -1,0 +1,134 @@
+"""Event-time bookkeeping of one counting partition: the watermark, the global totals, which windows close.
+
+Pure (no Faust, no Kafka): the enrichment loop keeps a :class:`PartitionClock` per partition of the
+counts topic in a Faust table and asks it, after every tick, which windows are now final.
+
+Why ticks: the enrichment stage sends each territory's per-batch counts to the one partition that owns the
+territory, but event time and the total of all comments (for the share test and the global detector) are
+needed by every partition. So every source (input partition) also broadcasts a tick to all counting
+partitions about once a second: its watermark (the latest ``created_at`` it has seen) and the per-window
+totals since its last tick. A partition's watermark is the lowest of its active sources', so a window closes
+only when every source has moved past it plus the allowed lateness; a source silent for ``source_idle_s``
+of wall time stops holding the others back (a quiet partition must not stall every window).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+
+import msgspec
+from aiokafka.partitioner import murmur2
+
+from streams.pipeline.events import MAX_DELTA_POSTS, CountDelta, WindowDelta
+from streams.pipeline.territory import Territory
+from streams.pipeline.windows import WindowSpec
+
+SOURCE_SILENT_S = 30.0
+"""A source whose ticks stopped this long ago (its worker died or lost the partition) no longer holds the
+watermark back; its events, if it comes back, arrive as late events."""
+
+
+class SourceClock(msgspec.Struct, array_like=True, gc=False):
+    watermark: float  # latest event time the source has reported
+    heard_at: float  # wall time of its last tick
+    idle: bool = False  # the source had no events since its previous tick
+
+
+class PartitionClock(msgspec.Struct, gc=False):
+    sources: dict[int, SourceClock] = msgspec.field(default_factory=dict)
+    totals: dict[int, int] = msgspec.field(default_factory=dict)  # window start -> comments, all territories
+    next_close: int | None = None  # start of the earliest window not yet closed
+
+    def watermark(self, now: float, source_silent_s: float) -> float | None:
+        """The lowest watermark of the sources that have events to give; the highest if none has."""
+        busy = [
+            s.watermark for s in self.sources.values() if not s.idle and now - s.heard_at <= source_silent_s
+        ]
+        if busy:
+            return min(busy)
+        # Every source is idle (their ticks advance with wall time) or silent: the latest word wins.
+        return max((s.watermark for s in self.sources.values()), default=None)
+
+    def apply_tick(
+        self, source: int, watermark: float, totals: Iterable[tuple[int, int]], now: float, *, idle: bool
+    ) -> None:
+        known = self.sources.get(source)
+        # Watermarks never go back, even when a rebalance makes a source replay older events.
+        high = max(watermark, known.watermark) if known is not None else watermark
+        self.sources[source] = SourceClock(high, now, idle)
+        for start, n in totals:
+            self.totals[start] = self.totals.get(start, 0) + n
+
+    def is_late(self, window_start: int, spec: WindowSpec) -> bool:
+        """A window already closed here: counts for it arrive too late to be counted."""
+        return self.next_close is not None and window_start < self.next_close
+
+    def due(self, spec: WindowSpec, now: float, source_silent_s: float, limit: int = 1440) -> list[int]:
+        """Starts of the windows that became final, oldest first; marks them closed.
+
+        ``limit`` bounds the catch-up after a long silence (a day of one-minute windows by default): older
+        windows are skipped, not closed one by one.
+        """
+        mark = self.watermark(now, source_silent_s)
+        if mark is None:
+            return []
+        if self.next_close is None:
+            # First word from anyone: start with the oldest window that can still receive events.
+            self.next_close = _align(mark - spec.lateness_s - spec.size_s, spec.hop_s)
+        last_due = _align(mark - spec.lateness_s - spec.size_s, spec.hop_s)
+        if last_due < self.next_close:
+            return []
+        first = max(self.next_close, last_due - (limit - 1) * spec.hop_s)
+        due = list(range(first, last_due + 1, spec.hop_s))
+        self.next_close = last_due + spec.hop_s
+        return due
+
+    def take_total(self, window_start: int) -> int:
+        return self.totals.pop(window_start, 0)
+
+    def drop_totals_before(self, start: int) -> None:
+        for old in [s for s in self.totals if s < start]:
+            del self.totals[old]
+
+
+def count_deltas(windows: dict[tuple[Territory, int], Counter[str]]) -> list[CountDelta]:
+    """One delta per territory from a batch's per-window post counts (busiest posts first, bounded)."""
+    by_territory: dict[Territory, list[WindowDelta]] = {}
+    for (territory, start), posts in windows.items():
+        delta = WindowDelta(start, sum(posts.values()), posts.most_common(MAX_DELTA_POSTS))
+        by_territory.setdefault(territory, []).append(delta)
+    return [
+        CountDelta(territory=territory, windows=sorted(deltas, key=lambda d: d.start))
+        for territory, deltas in by_territory.items()
+    ]
+
+
+def counting_partition(code: str, partitions: int) -> int:
+    """The counts-topic partition that owns a territory: Kafka's default partitioner on the code as key
+    (as when each territory's delta was sent keyed by its code), so ownership is the same everywhere."""
+    hashed: int = murmur2(code.encode())
+    return (hashed & 0x7FFFFFFF) % partitions
+
+
+def window_totals(windows: dict[tuple[Territory, int], Counter[str]]) -> Counter[int]:
+    totals: Counter[int] = Counter()
+    for (_, start), posts in windows.items():
+        totals[start] += sum(posts.values())
+    return totals
+
+
+def _align(t: float, hop: int) -> int:
+    return int(t // hop) * hop
+
+
+_clock_encoder = msgspec.msgpack.Encoder()
+_clock_decoder = msgspec.msgpack.Decoder(PartitionClock)
+
+
+def encode_clock(clock: PartitionClock) -> bytes:
+    return _clock_encoder.encode(clock)
+
+
+def decode_clock(raw: bytes) -> PartitionClock:
+    return _clock_decoder.decode(raw)

@@ -1,0 +1,362 @@
+"""The enrichment stage: a batch loop on a plain aiokafka consumer, living inside the Faust worker.
+
+Why not a Faust stream agent: measured on these machines (bench/FAUST-PROFILE.md), a Faust agent costs
+130–460 µs of CPU per message in Faust's per-message machinery (a ``wait_first`` with four tasks per
+message in ``Consumer._drain_messages``, an Event, sensor calls, a FutureMessage per send), so even tuned it
+relays ≈ 7 k events/s where a plain aiokafka loop relays ≈ 25 k/s. The enrichment stage is stateless and
+needs none of Faust's tables, so it runs as a ``mode.Service`` started and stopped with the Faust app,
+with its own consumer group ``<app_id>-enrich``; the stateful stages keep Faust's agents and tables.
+
+Each batch's enriched records go out as whole record batches to their input's partition number
+(``batch_send``), its dead letters one by one, and their acknowledgements are awaited before the
+next batch. Its counts are merged in memory and *flushed* about once a second (``SHUDI_TICK_INTERVAL_S``, or
+sooner once ``SHUDI_FLUSH_EVENTS`` events wait): one ``CountBatch`` per counts partition (the deltas of the
+territories it owns, then a watermark tick per source partition), and then the offsets of every batch since
+the last flush are committed. A few messages a second whatever the input rate keep the Faust counting
+agent's per-message cost out of the way, and commits stop costing a round trip per batch.
+
+Guarantees:
+- At-least-once: offsets are committed only after the broker acknowledged every record produced for them
+  (enriched, dead letters and counts), so a commit never passes an unprocessed or uncounted event. A crash
+  replays at most the batches since the last flush (fewer than ``flush_events`` + ``batch_size`` events).
+  A rebalance, and a graceful stop, wait for the batch in flight and flush first; a commit refused after a
+  rebalance only means those batches are delivered again.
+- Bad input never raises out of :class:`streams.pipeline.enrich.Enricher`. Anything else that escapes the loop
+  (e.g. the broker unreachable beyond the producer's retries) is fatal: it is logged, ``/healthz`` fails,
+  and the worker stops with exit code 70, so the orchestrator restarts it instead of keeping a live process
+  that no longer consumes (the zombie of faust-streaming issues 175 and 640).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import os
+import signal
+import time
+from collections import Counter
+from collections.abc import Awaitable, Iterable, Sequence
+from typing import Any
+
+import mode
+import msgspec
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka.errors import CommitFailedError, IllegalStateError
+from aiokafka.structs import TopicPartition
+
+from streams.pipeline.clock import count_deltas, counting_partition, window_totals
+from streams.pipeline.enrich import Enricher, OutRecord
+from streams.pipeline.events import CountBatch, CountDelta, Tick, encode_count_message
+from streams.pipeline.territory import Territory
+from streams.runtime.batch_send import send_batches
+from streams.runtime.health import Health
+from streams.runtime.kafka import client_options
+from streams.runtime.metrics import Metrics
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+FETCH_MIN_BYTES = 256 * 1024
+FETCH_WAIT_MS = 20
+
+
+async def produce_all(producer: AIOKafkaProducer, batches: Iterable[tuple[str, Sequence[OutRecord]]]) -> None:
+    """Send records one by one (the producer picks partitions by key), then wait for all acknowledgements
+    at once: one ``await`` per record would serialise on the round trip."""
+    pending: list[Awaitable[Any]] = []
+    for topic, records in batches:
+        for record in records:
+            pending.append(await producer.send(topic, record.value, key=record.key))
+    if pending:
+        await asyncio.gather(*pending)
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Partitions are taken away only between batches, never while one is being produced."""
+
+    def __init__(self, service: EnrichmentService) -> None:
+        self._service = service
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        async with self._service.batch_lock:
+            await self._service.flush()
+            self._service.forget(revoked)
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        await self._service.learn_offsets(assigned)
+
+
+class EnrichmentService(mode.Service):
+    """comments → (Enricher) → comments.enriched + comments.dlq + counts, in batches, at least once."""
+
+    def __init__(
+        self, settings: Settings, enricher: Enricher, metrics: Metrics, health: Health, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.settings = settings
+        self.enricher = enricher
+        self.metrics = metrics
+        self.health = health
+        self.batch_lock = asyncio.Lock()
+        # Event-time progress per input partition, for the ticks to the counting stage.
+        self._marks: dict[int, float] = {}  # latest created_at seen
+        self._marked_at: dict[int, float] = {}  # wall time it was seen
+        self._busy: set[int] = set()  # partitions with events since the last tick
+        # Counts and offsets of the batches since the last flush.
+        self._windows: dict[tuple[Territory, int], Counter[str]] = {}
+        self._offsets: dict[TopicPartition, int] = {}
+        self._pending_events = 0
+        # Where each assigned partition's consumption stands (the next offset to commit): the lag's base.
+        self._committed: dict[TopicPartition, int] = {}
+        self._copartitioned = False  # decided at start, see _check_copartitioning
+        # Set when the worker begins to stop, long before Faust reaches this service in its stop order.
+        self._stop_requested = False
+
+    def request_stop(self) -> None:
+        """Take no more batches: the one in flight finishes, and ``on_stop`` flushes and commits it.
+
+        Faust stops its own services (fetcher, tables, agents) before this one, and while they stop the loop
+        would keep taking batches that only make the stop longer and the next worker's backlog shorter."""
+        if not self._stop_requested:
+            log.info("stop requested: finishing the batch in flight")
+        self._stop_requested = True
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop_requested or self.should_stop
+
+    async def on_start(self) -> None:
+        # Faust leaves aiokafka's logger at DEBUG, and AIOKafkaProducer.send() builds a debug record per
+        # message: 15 % of the worker's CPU in a profile. Nothing of value is logged below INFO there.
+        logging.getLogger("aiokafka").setLevel(max(logging.INFO, logging.getLogger().getEffectiveLevel()))
+        # aiokafka clients bind to the running loop (Faust's), so they are made here, not in __init__.
+        options = client_options(self.settings)
+        self.consumer = AIOKafkaConsumer(
+            group_id=f"{self.settings.app_id}-enrich",
+            client_id=f"{self.settings.app_id}-enrich",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=4 << 20,
+            fetch_max_bytes=16 << 20,
+            # Let the broker gather a few hundred comments (or wait FETCH_WAIT_MS) per fetch: at moderate
+            # rates a fetch per handful of records makes batches of a handful, and every batch pays for a
+            # produce request, an acknowledgement round trip and its bookkeeping.
+            fetch_min_bytes=FETCH_MIN_BYTES,
+            fetch_max_wait_ms=FETCH_WAIT_MS,
+            **options,
+        )
+        self.producer = AIOKafkaProducer(
+            client_id=f"{self.settings.app_id}-enrich",
+            acks="all",
+            linger_ms=5,
+            max_batch_size=256 * 1024,
+            max_request_size=max(1 << 20, 4 * self.settings.max_message_bytes),
+            **options,
+        )
+        await self.producer.start()
+        await self.consumer.start()
+        await self._check_copartitioning()
+        self.consumer.subscribe([self.settings.input_topic], listener=_Rebalance(self))
+        # Everything built so far (Faust's app, tables, the GeoIP reader) lives as long as the worker: keep
+        # it out of the garbage collector's full passes, which otherwise walk it again and again while the
+        # loop allocates a few objects per event.
+        gc.freeze()
+        self.health.mark_started()
+
+    async def _check_copartitioning(self) -> None:
+        """Enriched records go to their input's partition number when the two topics have as many
+        partitions (as the worker creates them): the input's key → partition mapping carries over, and the
+        records go out as whole batches. Otherwise the producer partitions them by key, one by one."""
+        settings = self.settings
+        inputs = await self.producer.partitions_for(settings.input_topic)
+        outputs = await self.producer.partitions_for(settings.enriched_topic)
+        self._copartitioned = len(inputs) == len(outputs)
+        if not self._copartitioned:
+            log.warning(
+                "%s has %d partitions and %s %d: enriched records are partitioned by key, one send per "
+                "record (slower); give both topics the same partition count",
+                settings.input_topic,
+                len(inputs),
+                settings.enriched_topic,
+                len(outputs),
+            )
+
+    async def on_stop(self) -> None:
+        async with self.batch_lock:
+            try:
+                await self.flush()
+            except Exception as exc:  # noqa: BLE001 -- stopping anyway; unflushed batches are redelivered
+                log.warning(
+                    "final flush failed (%s); the last batches will be redelivered", type(exc).__name__
+                )
+        await self.consumer.stop()
+        await self.producer.stop()
+
+    @mode.Service.task
+    async def _consume(self) -> None:
+        try:
+            while not self.stopping:
+                batches = await self.consumer.getmany(timeout_ms=500, max_records=self.settings.batch_size)
+                if self.stopping:
+                    break  # stopping: this batch is neither produced nor committed, so it is redelivered
+                if batches:
+                    async with self.batch_lock:
+                        await self._process(batches)
+                        # A flush costs the counting agent a message per counts partition and a table write
+                        # per territory: under a backlog, flushing every 4,000 events took ~20 % more CPU
+                        # per event than every 16,000 (bench/throughput).
+                        if self._pending_events >= self.settings.flush_events:
+                            await self.flush()
+                self.health.polled(self._lag())
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 -- see the module docstring: fatal, restart the worker
+            if self.should_stop:
+                # Clients closing under a stopping worker: nothing is lost, the batch is redelivered.
+                log.info("enrichment loop ended while stopping (%s)", type(exc).__name__)
+                return
+            self._fatal(exc)
+
+    def _fatal(self, exc: BaseException) -> None:
+        log.critical("enrichment loop failed, stopping the worker: %s", type(exc).__name__, exc_info=exc)
+        self.health.mark_fatal(type(exc).__name__)  # `shudi worker` exits with 70 (cli.errors.EXIT_FATAL)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    async def _process(self, batches: dict[TopicPartition, list[Any]]) -> None:
+        started = time.perf_counter()
+        records = [m for messages in batches.values() for m in messages]
+        result = self.enricher.process_batch(records)
+        settings = self.settings
+        if self._copartitioned:
+            delivered = await send_batches(self.producer, settings.enriched_topic, result.enriched)
+            await produce_all(self.producer, ((settings.dlq_topic, result.dead_letters),))
+            if delivered:
+                await asyncio.gather(*delivered)
+        else:
+            await produce_all(
+                self.producer,
+                ((settings.enriched_topic, result.enriched), (settings.dlq_topic, result.dead_letters)),
+            )
+        now = time.time()
+        for partition, mark in result.watermarks.items():
+            if mark > self._marks.get(partition, -1e18):
+                self._marks[partition] = mark
+            self._marked_at[partition] = now
+            self._busy.add(partition)
+        for key, posts in result.windows.items():
+            pending = self._windows.get(key)
+            if pending is None:
+                self._windows[key] = posts
+            else:
+                pending.update(posts)
+        self._offsets.update({tp: messages[-1].offset + 1 for tp, messages in batches.items()})
+        self._pending_events += len(records)
+        self.metrics.observe_batch(result.stats)
+        self.metrics.batch_seconds.observe(time.perf_counter() - started)
+        self.metrics.last_batch.set_to_current_time()
+        self.health.progressed()
+
+    @mode.Service.task
+    async def _tick(self) -> None:
+        """Flush about once a second, also when no batch comes (quiet windows must still close)."""
+        try:
+            while not self.should_stop:
+                await self.sleep(self.settings.tick_interval_s)
+                async with self.batch_lock:
+                    await self.flush()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 -- as in _consume
+            if self.should_stop:
+                return
+            self._fatal(exc)
+
+    async def flush(self) -> None:
+        """Send the pending counts and the watermark ticks, wait for the broker, then commit the offsets."""
+        settings = self.settings
+        windows, self._windows = self._windows, {}
+        n = settings.partitions
+        deltas: dict[int, list[CountDelta]] = {}
+        for delta in count_deltas(windows):
+            deltas.setdefault(counting_partition(delta.territory.code, n), []).append(delta)
+        ticks = self._ticks(window_totals(windows))
+        records: list[Awaitable[Any]] = []
+        for partition in range(n):
+            batch = CountBatch(deltas=deltas.get(partition, []), ticks=ticks)
+            if batch.deltas or batch.ticks:
+                value = encode_count_message(batch)
+                records.append(await self.producer.send(settings.counts_topic, value, partition=partition))
+        if records:
+            await asyncio.gather(*records)
+        self._busy.clear()
+        self._pending_events = 0
+        offsets, self._offsets = self._offsets, {}
+        if not offsets:
+            return
+        try:
+            await self.consumer.commit(offsets)
+            self._committed.update(offsets)
+        except (CommitFailedError, IllegalStateError) as exc:
+            # The partitions moved on meanwhile: those batches will be delivered again (and counted again).
+            log.warning("commit refused (%s); the batches will be redelivered", type(exc).__name__)
+            self.metrics.commit_failures.inc()
+
+    def _ticks(self, totals: Counter[int]) -> list[Tick]:
+        """A tick for every source partition this worker has seen; the totals ride on the first, so that
+        each comment is counted once per counting partition."""
+        now = time.time()
+        ticks: list[Tick] = []
+        for partition, mark in sorted(self._marks.items()):
+            idle = partition not in self._busy and self._caught_up(partition)
+            if idle:
+                # No events: let event time run on with wall time, so quiet windows still close.
+                mark += now - self._marked_at[partition]
+            ticks.append(Tick(source=partition, watermark=mark, idle=idle, totals=[]))
+        if ticks:
+            ticks[0] = msgspec.structs.replace(ticks[0], totals=sorted(totals.items()))
+        return ticks
+
+    def _caught_up(self, partition: int) -> bool:
+        """Whether a source with no events since the last tick has none waiting either.
+
+        Only then may its tick say ``idle`` (its watermark runs on with wall time and stops holding back
+        window closes). A source that is merely not being read (the worker is stopping, or lags behind)
+        has events to come for windows that must stay open: telling the counting stage it is idle closed
+        them early, and their comments were then counted late (seen after a restart during a burst).
+        """
+        if self._stop_requested:
+            return False
+        tp = TopicPartition(self.settings.input_topic, partition)
+        position = self._committed.get(tp)
+        highwater = self.consumer.highwater(tp)
+        return position is not None and highwater is not None and position >= highwater
+
+    async def learn_offsets(self, assigned: Iterable[TopicPartition]) -> None:
+        """Start each newly assigned partition's lag from its committed offset (or its beginning)."""
+        assigned = list(assigned)
+        if not assigned:
+            return
+        beginning = await self.consumer.beginning_offsets(assigned)
+        for tp in assigned:
+            committed = await self.consumer.committed(tp)
+            self._committed[tp] = committed if committed is not None else beginning.get(tp, 0)
+
+    def forget(self, revoked: Iterable[TopicPartition]) -> None:
+        revoked = list(revoked)
+        for tp in revoked:
+            self._committed.pop(tp, None)
+            # Another worker speaks for this partition's event time now.
+            self._marks.pop(tp.partition, None)
+            self._marked_at.pop(tp.partition, None)
+        self.metrics.forget_partitions(revoked)
+
+    def _lag(self) -> int:
+        """Messages behind the high watermark, summed over assigned partitions (exported per partition)."""
+        lags: dict[TopicPartition, int] = {}
+        for tp, position in self._committed.items():
+            highwater = self.consumer.highwater(tp)
+            if highwater is not None:
+                lags[tp] = max(0, highwater - position)
+        self.metrics.set_lag(lags)
+        return sum(lags.values())
