@@ -9,10 +9,10 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 ENV_PREFIX = "SHUDI_"
 
@@ -112,13 +112,27 @@ class Settings(BaseSettings):
     detector_seasonal: bool = Field(False, description="Learn a daily profile (24 slots) into the baseline.")
 
     # --- GeoIP -------------------------------------------------------------------------------------------
-    geoip_db: Path = Field(
-        Path("/usr/share/GeoIP/GeoLite2-City.mmdb"), description="GeoIP2-City compatible .mmdb file."
+    geoip_db: Annotated[tuple[Path, ...], NoDecode] = Field(
+        (Path("/usr/share/GeoIP/GeoLite2-City.mmdb"),),
+        min_length=1,
+        description="Database files, comma separated, first answers first: GeoIP2-City compatible .mmdb, "
+        "ip2region .xdb, IPIP.net .ipdb.",
     )
     geoip_reload_interval_s: float = Field(
         60.0, gt=0, description="How often the database file is checked for replacement, in seconds."
     )
     geoip_cache_size: int = Field(262_144, ge=1, description="Recent addresses whose label is cached.")
+
+    @field_validator("geoip_db", mode="before")
+    @classmethod
+    def _split_paths(cls, value: object) -> object:
+        """``a.xdb,b.mmdb`` (the environment's form) or one path → a tuple; a sequence passes through."""
+        if isinstance(value, str | Path):
+            paths = [p.strip() for p in str(value).split(",") if p.strip()]
+            if not paths:
+                raise ValueError("name at least one database file")
+            return paths
+        return value
 
     # --- Serving -----------------------------------------------------------------------------------------
     metrics_host: str = Field("0.0.0.0", description="Address of the Prometheus /metrics endpoint.")  # noqa: S104

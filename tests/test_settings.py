@@ -46,7 +46,7 @@ def test_defaults() -> None:
     assert s.batch_timeout_s == 0.05
     assert s.max_message_bytes == 65_536
     assert s.ip_hash_key is None
-    assert s.geoip_db == Path("/usr/share/GeoIP/GeoLite2-City.mmdb")
+    assert s.geoip_db == (Path("/usr/share/GeoIP/GeoLite2-City.mmdb"),)
     assert s.geoip_reload_interval_s == 60.0
     assert s.geoip_cache_size == 262_144
     assert s.metrics_host == "0.0.0.0"
@@ -110,8 +110,8 @@ def test_values_are_read_and_coerced() -> None:
     assert type(s.batch_timeout_s) is float
     assert s.geoip_reload_interval_s == 5.0
     assert type(s.geoip_reload_interval_s) is float
-    assert s.geoip_db == Path("/srv/geo/City.mmdb")
-    assert isinstance(s.geoip_db, Path)
+    assert s.geoip_db == (Path("/srv/geo/City.mmdb"),)
+    assert isinstance(s.geoip_db[0], Path)
     assert s.data_dir == Path("/var/lib/shudi")
     assert s.ssl_cafile == Path("/etc/ssl/ca.pem")
     assert isinstance(s.ip_hash_key, SecretStr)
@@ -316,7 +316,10 @@ def settings_table(markdown: str) -> dict[str, str]:
 
 def expected_default_text(field: str) -> str:
     """How the table should write ``field``'s default (the canonical form; see ``default_matches``)."""
-    return str(Settings.model_fields[field].default)
+    default = Settings.model_fields[field].default
+    if isinstance(default, tuple):  # several files: the environment's comma-separated form
+        return ",".join(str(p) for p in default)
+    return str(default)
 
 
 def default_matches(field: str, text: str) -> bool:
@@ -336,6 +339,8 @@ def default_matches(field: str, text: str) -> bool:
         return False
     if isinstance(default, Path):
         return Path(text) == default
+    if isinstance(default, tuple):
+        return tuple(Path(p.strip()) for p in text.split(",")) == default
     return text == str(default)
 
 
@@ -401,3 +406,16 @@ def test_readme_lists_every_setting_with_its_default() -> None:
     assert README.is_file(), f"{README} does not exist; it must document the settings (## Settings table)"
     problems = missing_or_wrong(settings_table(README.read_text(encoding="utf-8")))
     assert problems == [], "README.md '## Settings' table out of step with Settings:\n" + "\n".join(problems)
+
+
+def test_geoip_db_takes_an_ordered_list_of_files() -> None:
+    s = load_settings(
+        environ={"SHUDI_GEOIP_DB": "/g/ip2region_v4.xdb, /g/ip2region_v6.xdb,/g/GeoLite2-City.mmdb"}
+    )
+    assert s.geoip_db == (
+        Path("/g/ip2region_v4.xdb"),
+        Path("/g/ip2region_v6.xdb"),
+        Path("/g/GeoLite2-City.mmdb"),
+    )
+    with pytest.raises(SettingsError, match="database file"):
+        load_settings(environ={"SHUDI_GEOIP_DB": " , "})

@@ -167,8 +167,8 @@ async def produce_simulation(
 @click.option(
     "--db",
     "db_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="GeoIP2/GeoLite2-City .mmdb whose networks the addresses come from (default: SHUDI_GEOIP_DB).",
+    help="Database file(s), comma separated (any format shudi reads), whose ranges the addresses come from "
+    "(default: SHUDI_GEOIP_DB).",
 )
 @click.option(
     "--rate",
@@ -259,7 +259,7 @@ async def produce_simulation(
     help="One-line progress on stderr (default: when stderr is a terminal).",
 )
 def simulate(
-    db_path: Path | None,
+    db_path: str | None,
     rate: float,
     speedup: float,
     duration: float | None,
@@ -286,14 +286,19 @@ def simulate(
     in proportion to internet users, a daily cycle, repeat posters with stable addresses, popular posts,
     a share of malformed events and scripted or random bursts. Records are keyed by post_id.
     """
-    from streams.pipeline.geoip import DatabaseError, MmdbDatabase
+    from streams.pipeline.geodb import parse_paths
+    from streams.pipeline.geodb.base import DatabaseError
+    from streams.pipeline.geodb.labeller import load
 
     settings = settings_or_exit()
-    db = db_path or settings.geoip_db
+    paths = parse_paths(db_path) if db_path else settings.geoip_db
+    db = ",".join(str(p) for p in paths)
     try:
-        MmdbDatabase.open(db).close()  # a clear one-line error for a missing or wrong file
+        sources, table = load(paths)  # a clear one-line error for a missing or wrong file
     except DatabaseError as exc:
         raise CommandError(str(exc)) from None
+    for s in sources:
+        s.close()
     try:
         begin = parse_time(start) if start else datetime.now(TZ_CN).replace(microsecond=0)
     except ValueError:
@@ -304,8 +309,8 @@ def simulate(
         progress = sys.stderr.isatty()
 
     t0 = time.perf_counter()
-    click.echo(f"reading the networks of {db} (a full GeoLite2-City takes a minute or two) ...", err=True)
-    pool = TerritoryPool.from_db(db, seed=seed)
+    click.echo(f"drawing addresses from the ranges of {db} ...", err=True)
+    pool = TerritoryPool.from_table(table, seed=seed)
     click.echo(
         f"{len(pool.codes)} territories ({time.perf_counter() - t0:.1f}s); seed {seed}, "
         f"start {rfc3339(begin)}",

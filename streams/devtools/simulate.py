@@ -63,12 +63,11 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from pathlib import Path
 from typing import Any, Final
 
-import maxminddb
 import msgspec
 
 from streams.devtools.sample import PHRASES, bad_event
-from streams.pipeline.geoip import location_from_record
-from streams.pipeline.territory import Territory, label_location, special_reason, unwrap_tunnel
+from streams.pipeline.geodb.table import TerritoryTable
+from streams.pipeline.territory import Territory, special_reason, unwrap_tunnel
 
 __all__ = [
     "OTHER_WEIGHT",
@@ -304,15 +303,33 @@ class TerritoryPool:
         return cls(territories, v4, v6)
 
     @classmethod
-    def from_db(cls, path: Path | str, *, max_networks: int = 20_000, seed: int = 0) -> TerritoryPool:
-        """From every network of the MaxMind DB at ``path``, labelled as shudi's labeller labels them."""
+    def from_table(cls, table: TerritoryTable, *, max_networks: int = 20_000, seed: int = 0) -> TerritoryPool:
+        """From the ranges of a compiled territory table (any database format, or an ordered list of them):
+        each range offers the largest aligned network at its start, so every address drawn labels as its
+        territory (ranges not aligned to a network weigh a little less than their size)."""
 
         def labelled() -> Iterator[tuple[IPv4Network | IPv6Network, Territory]]:
-            with maxminddb.open_database(str(path)) as reader:
-                for network, record in reader:
-                    yield network, label_location(location_from_record(record)).territory
+            for family, bits, net_cls in ((4, 32, IPv4Network), (6, 128, IPv6Network)):
+                for start, end, label in table.ranges(family):  # type: ignore[arg-type]
+                    if label.reason is not None:
+                        continue
+                    size_bits = (end - start + 1).bit_length() - 1
+                    align = (start & -start).bit_length() - 1 if start else bits
+                    yield net_cls((start, bits - min(size_bits, align))), label.territory
 
         return cls.from_networks(labelled(), max_networks=max_networks, seed=seed)
+
+    @classmethod
+    def from_db(cls, path: Path | str, *, max_networks: int = 20_000, seed: int = 0) -> TerritoryPool:
+        """From the database file(s) at ``path`` (comma separated: an ordered list), labelled as shudi's
+        labeller labels them."""
+        from streams.pipeline.geodb import parse_paths
+        from streams.pipeline.geodb.labeller import load
+
+        sources, table = load(parse_paths(str(path)))
+        for s in sources:
+            s.close()
+        return cls.from_table(table, max_networks=max_networks, seed=seed)
 
     @property
     def codes(self) -> list[str]:

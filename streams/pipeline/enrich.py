@@ -25,7 +25,7 @@ from streams.pipeline.events import (
     event_seconds,
     ip_hash,
 )
-from streams.pipeline.geoip import Labeller
+from streams.pipeline.geodb.labeller import Labeller
 from streams.pipeline.territory import InvalidIP, Territory, UnknownReason, parse_ip
 from streams.pipeline.windows import WindowSpec
 
@@ -128,7 +128,7 @@ class Enricher:
         now = datetime.fromtimestamp(self._clock(), tz=UTC)
         labeller = self._labeller
         label = labeller.label
-        db_build = labeller.db.build
+        db_build = labeller.build
         hits_before, misses_before = labeller.cache_counts()
         spec = self._windows
         hop = spec.hop_s if spec is not None else 0

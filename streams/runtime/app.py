@@ -13,7 +13,7 @@ import faust
 from prometheus_client import CollectorRegistry
 
 from streams.pipeline.enrich import Enricher
-from streams.pipeline.geoip import DatabaseWatcher, Labeller, MmdbDatabase
+from streams.pipeline.geodb.labeller import DatabaseWatcher, Labeller, ReloadResult, db_names, load
 from streams.runtime.counting import register_detection_agent, window_spec
 from streams.runtime.enrichment import EnrichmentService
 from streams.runtime.health import Health
@@ -69,12 +69,18 @@ def worker_class(enrichment: EnrichmentService) -> type[faust.Worker]:
 def create_app(settings: Settings, *, registry: CollectorRegistry | None = None) -> Shudi:
     """Build a worker's Faust app. Raises ``DatabaseError`` if the database is unusable."""
     metrics = Metrics(registry if registry is not None else CollectorRegistry())
-    database = MmdbDatabase.open(settings.geoip_db)
-    labeller = Labeller(
-        database, cache_size=settings.geoip_cache_size, on_miss=metrics.lookup_seconds.observe
-    )
-    watcher = DatabaseWatcher(labeller, settings.geoip_db, on_result=metrics.observe_reload)
-    metrics.db_build.set(database.build_epoch)
+    # Compiled here, before the event loop runs (nothing to block yet), so an unusable file stops the worker
+    # at start with one line; reloads compile in a thread while the loop runs (DatabaseWatcher.run).
+    sources, table = load(settings.geoip_db)
+    labeller = Labeller(table, cache_size=settings.geoip_cache_size, on_miss=metrics.lookup_seconds.observe)
+    names = db_names([s.path for s in sources])
+
+    def observe_reload(result: ReloadResult) -> None:
+        metrics.observe_reload(result)
+        metrics.observe_table(labeller.table, names)
+
+    watcher = DatabaseWatcher(labeller, sources, on_result=observe_reload)
+    metrics.observe_table(table, names)
 
     enricher = Enricher(
         labeller,

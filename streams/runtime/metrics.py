@@ -25,7 +25,8 @@ from prometheus_client.utils import floatToGoString
 
 from streams.pipeline.enrich import BatchStats
 from streams.pipeline.events import DEAD_LETTER_REASONS
-from streams.pipeline.geoip import ReloadResult
+from streams.pipeline.geodb.labeller import ReloadResult
+from streams.pipeline.geodb.table import TerritoryTable
 from streams.pipeline.territory import Territory, UnknownReason
 
 NAMESPACE = "shudi"
@@ -122,16 +123,31 @@ class Metrics:
             namespace=NAMESPACE,
             registry=registry,
         )
+        # `db` is the file name of one configured database: bounded by SHUDI_GEOIP_DB's list.
         self.db_build = Gauge(
             "geoip_database_build_timestamp_seconds",
-            "Build time of the GeoIP database in use (Unix seconds).",
+            "Build time of each GeoIP database in use (Unix seconds).",
+            ["db"],
             namespace=NAMESPACE,
             registry=registry,
         )
         self.db_reloads = Counter(
             "geoip_database_reloads",
-            "Attempts to load a replaced GeoIP database file, by result.",
-            ["result"],
+            "Attempts to load a replaced GeoIP database file, by file and result.",
+            ["db", "result"],
+            namespace=NAMESPACE,
+            registry=registry,
+        )
+        self.table_ranges = Gauge(
+            "geoip_table_ranges",
+            "Address ranges in the compiled territory table, by address family.",
+            ["family"],
+            namespace=NAMESPACE,
+            registry=registry,
+        )
+        self.table_compile_seconds = Gauge(
+            "geoip_table_compile_seconds",
+            "Time the last compile of the territory table took (at start or on a reload).",
             namespace=NAMESPACE,
             registry=registry,
         )
@@ -261,8 +277,6 @@ class Metrics:
             self.unknown_territory.labels(unknown)
         for result in ("hit", "miss"):
             self.cache_lookups.labels(result)
-        for result in ("success", "failure"):
-            self.db_reloads.labels(result)
 
     def set_lag(self, lags: Mapping[TopicPartition, int]) -> None:
         for tp, lag in lags.items():
@@ -274,11 +288,24 @@ class Metrics:
             with contextlib.suppress(KeyError):
                 self.consumer_lag.remove(tp.topic, str(tp.partition))
 
+    def observe_table(self, table: TerritoryTable, names: Sequence[str]) -> None:
+        """The table in use and the databases it was compiled from (``names``: their metrics labels)."""
+        v4, v6, inner = table.size
+        self.table_ranges.labels("4").set(v4)
+        self.table_ranges.labels("6").set(v6 + inner)
+        self.table_compile_seconds.set(table.compile_seconds)
+        for name, source in zip(names, table.sources, strict=True):
+            self.db_build.labels(name).set(source.build_epoch)
+            for result in ("success", "failure"):
+                self.db_reloads.labels(name, result)
+
     def observe_reload(self, result: ReloadResult) -> None:
         if result.status == "unchanged":
             return
-        self.db_reloads.labels("success" if result.status == "reloaded" else "failure").inc()
-        self.db_build.set(result.build_epoch)
+        for outcome in ("success", "failure"):  # both series of a file exist from its first reload
+            self.db_reloads.labels(result.db, outcome)
+        self.db_reloads.labels(result.db, "success" if result.status == "reloaded" else "failure").inc()
+        self.db_build.labels(result.db).set(result.build_epoch)
 
     def observe_batch(self, stats: BatchStats) -> None:
         """Add one batch's tallies: a handful of ``inc`` calls per batch instead of several per event."""

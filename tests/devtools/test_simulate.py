@@ -37,7 +37,7 @@ from streams.devtools.simulate import (
 )
 from streams.pipeline.enrich import Enricher, InRecord
 from streams.pipeline.events import DEAD_LETTER_REASONS, RFC3339_PATTERN, decode_comment
-from streams.pipeline.geoip import Labeller, MmdbDatabase
+from streams.pipeline.geodb.labeller import Labeller
 from streams.pipeline.territory import CHINA, PROVINCES, UNKNOWN, Territory
 
 START = datetime(2026, 11, 25, 0, 0, tzinfo=TZ_CN)  # a Wednesday midnight, Beijing time
@@ -56,7 +56,7 @@ def pool(demo_db: Path) -> TerritoryPool:
 
 @pytest.fixture(scope="module")
 def labeller(demo_db: Path) -> Labeller:
-    return Labeller(MmdbDatabase.open(demo_db), cache_size=1 << 16)
+    return Labeller.open(demo_db, cache_size=1 << 16)
 
 
 def run(
@@ -389,7 +389,7 @@ def test_the_enricher_labels_every_valid_event_as_its_territory(pool: TerritoryP
     _, events = run(
         pool, SimConfig(start=START, rate=2000.0, bad_fraction=0.03, seed=8), limit=5000, bursts=bursts
     )
-    enricher = Enricher(Labeller(MmdbDatabase.open(demo_db), 4096), max_message_bytes=65_536)
+    enricher = Enricher(Labeller.open(demo_db, 4096), max_message_bytes=65_536)
     records = [InRecord("comments", 0, i, e.key, e.value) for i, e in enumerate(events)]
     result = enricher.process_batch(records)
     dead = {

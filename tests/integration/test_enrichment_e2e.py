@@ -20,7 +20,7 @@ from streams.cli.send import produce_lines
 from streams.devtools.mmdbbuild import build_demo_db, sample_ips
 from streams.devtools.sample import SampleEvent, sample_events
 from streams.pipeline.events import load_schema
-from streams.pipeline.geoip import Labeller, MmdbDatabase
+from streams.pipeline.geodb.labeller import Labeller
 from streams.runtime.admin import create_topics
 from streams.testing import WorkerProcess, metric_value, read_topics
 
@@ -157,7 +157,7 @@ def _original_and_reason(value: bytes) -> tuple[bytes, str]:
 
 def _expected_labels(db_path: Path, events: list[SampleEvent]) -> dict[str | None, dict[str, object]]:
     """The label of each event's address, computed here from the database with a fresh labeller."""
-    labeller = Labeller(MmdbDatabase.open(db_path), cache_size=1024)
+    labeller = Labeller.open(db_path, cache_size=1024)
     out: dict[str | None, dict[str, object]] = {}
     for e in events:
         assert e.ip is not None
