@@ -4,8 +4,8 @@ The writers follow each format's published layout (see streams.pipeline.geodb.xd
 readers (py-ip2region, ipip-ipdb) read what they write; the tests check that. The content is whatever the
 caller passes: these write SYNTHETIC DATA, NOT REAL GEOGRAPHY, unless given real data.
 
-    python -m streams.devtools.geodbwrite xdb PATH --from-mmdb DB.mmdb [--layout new|old] [--family 4|6]
-    python -m streams.devtools.geodbwrite ipdb PATH --from-mmdb DB.mmdb
+    python -m streams.devtools.geodbwrite xdb PATH --from-db DB [--layout new|old] [--family 4|6]
+    python -m streams.devtools.geodbwrite ipdb PATH --from-db DB
 """
 
 from __future__ import annotations
@@ -18,7 +18,11 @@ from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Literal
 
+import click
+
+from streams.pipeline.countries import COUNTRIES
 from streams.pipeline.geodb.xdb import DATA_START, ENTRY_SIZE, HEADER_LENGTH, VECTOR_LENGTH
+from streams.pipeline.territory import Label, find_division
 
 Segment = tuple[int, int, str]  # first address, last address (integers), region string
 
@@ -236,3 +240,95 @@ def ipdb_bytes(
 
 def write_ipdb(path: Path | str, entries: Iterable[tuple[str, Sequence[str]]], **options: object) -> Path:
     return _replace_atomically(Path(path), ipdb_bytes(entries, **options))  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Converting a database: the same content in another format (benchmarks, demos)
+# ------------------------------------------------------------------------------------------------------------
+
+
+def _region_names(label: Label) -> tuple[str, str, str]:
+    """(country as the Chinese databases write it, province, alpha-2) for a label."""
+    t = label.territory
+    if t.code.startswith("CN-"):
+        d = find_division(t.code)
+        assert d is not None
+        return "中国", (d.zh_variants[0] if d.zh_variants else d.name_zh), "CN"
+    if t.scope == "special_region":
+        d = find_division(f"CN-{t.code}")
+        assert d is not None
+        return "中国", d.zh_variants[-1] if t.code != "TW" else "台湾省", "CN"
+    if t.code == "CN":
+        return "中国", "0", "CN"
+    return COUNTRIES.get(t.code, (t.name_zh, t.name_en))[0], "0", t.code
+
+
+def region_string(label: Label, layout: str = "new") -> str:
+    """An ip2region region string that labels as ``label`` (the inverse of regions.xdb_label)."""
+    if label.reason is not None:
+        return "0|0|0|内网IP|内网IP" if label.reason == "private" else "0|0|0|0|0"
+    country, province, cc = _region_names(label)
+    if layout == "old":
+        return f"{country}|0|{province}|0|0"
+    return f"{country}|{province}|0|0|{cc}"
+
+
+def ipdb_values(label: Label) -> list[str]:
+    """IPIP.net free-layout values (country, region, city) that label as ``label``."""
+    country, province, _cc = _region_names(label)
+    return [country, "" if province == "0" else province, ""]
+
+
+def _networks(start: int, end: int, bits: int) -> Iterable[tuple[int, int]]:
+    """[start, end] as aligned (network, prefix length) blocks."""
+    while start <= end:
+        size_bits = (end - start + 1).bit_length() - 1
+        align = (start & -start).bit_length() - 1 if start else bits
+        k = min(size_bits, align)
+        yield start, bits - k
+        start += 1 << k
+
+
+@click.group()
+def main() -> None:
+    """Write ip2region xdb / IPIP.net ipdb files with the content of another database (SYNTHETIC unless
+    the source is real)."""
+
+
+@main.command("xdb")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--from-db", "source", required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--family", type=click.Choice(["4", "6"]), default="4", show_default=True)
+@click.option("--layout", type=click.Choice(["new", "old"]), default="new", show_default=True)
+def xdb_command(path: Path, source: Path, family: str, layout: str) -> None:
+    """Write PATH, an xdb (v3, or v2 with --layout old) with the ranges of --from-db's database."""
+    from streams.pipeline.geodb import open_database
+
+    t0 = time.perf_counter()
+    src = open_database(source)
+    fam: Literal[4, 6] = 4 if family == "4" else 6
+    segments = [(s, e, region_string(label, layout)) for s, e, label in src.ranges(fam)]
+    write_xdb(path, segments, family=fam, version=2 if layout == "old" and fam == 4 else 3)
+    click.echo(f"wrote {path}: {len(segments):,} ranges in {time.perf_counter() - t0:.1f}s")
+
+
+@main.command("ipdb")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--from-db", "source", required=True, type=click.Path(exists=True, path_type=Path))
+def ipdb_command(path: Path, source: Path) -> None:
+    """Write PATH, an ipdb (free layout, CN, IPv4 and IPv6) with the ranges of --from-db's database."""
+    from streams.pipeline.geodb import open_database
+
+    t0 = time.perf_counter()
+    src = open_database(source)
+    entries: list[tuple[str, Sequence[str]]] = []
+    for fam, bits, cls in ((4, 32, IPv4Network), (6, 128, IPv6Network)):
+        for s, e, label in src.ranges(fam):  # type: ignore[arg-type]
+            values = ipdb_values(label)
+            entries += [(str(cls((net, plen))), values) for net, plen in _networks(s, e, bits)]
+    write_ipdb(path, entries, ip_version=3)
+    click.echo(f"wrote {path}: {len(entries):,} networks in {time.perf_counter() - t0:.1f}s")
+
+
+if __name__ == "__main__":
+    main()

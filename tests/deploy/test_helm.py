@@ -697,6 +697,12 @@ def test_checksum_annotation_follows_the_config(helm: str, tmp_path: Path) -> No
         ),
         (_merge(REQUIRED, {"extraEnv": [{"name": "SHUDI_BATCH_SIZE", "value": "1"}]}), "extraEnv"),
         (_merge(REQUIRED, {"config": {"data_dir": "/x"}}), "'data_dir'"),
+        (
+            _merge(
+                REQUIRED, {"geoip": {"source": "secret", "secret": {"name": "g"}, "extraFiles": ["a.xdb"]}}
+            ),
+            "extraFiles",
+        ),
     ],
     ids=[
         "no-bootstrap",
@@ -711,6 +717,7 @@ def test_checksum_annotation_follows_the_config(helm: str, tmp_path: Path) -> No
         "hpa-and-keda",
         "shudi-env-via-extraEnv",
         "managed-setting-in-config",
+        "extra-files-without-pvc",
     ],
 )
 def test_bad_values_are_rejected(helm: str, tmp_path: Path, values: Doc, message: str) -> None:
@@ -757,6 +764,17 @@ def test_geoip_sources(helm: str, source: str) -> None:
     else:
         assert "initContainers" not in spec
         assert [c["name"] for c in spec["containers"]] == ["shudi"]
+
+
+def test_geoip_several_files_from_one_volume(helm: str, tmp_path: Path) -> None:
+    values = _merge(REQUIRED, {"geoip": {"extraFiles": ["ip2region_v4.xdb", "ip2region_v6.xdb"]}})
+    docs = render(helm, _write_values(tmp_path, values))
+    (mount,) = [m for m in worker(docs)["volumeMounts"] if m["name"] == "geoip"]
+    d = mount["mountPath"]
+    assert (
+        worker_env(docs)["SHUDI_GEOIP_DB"]
+        == f"{d}/ip2region_v4.xdb,{d}/ip2region_v6.xdb,{d}/GeoLite2-City.mmdb"
+    )
 
 
 # --- scaling, disruption, network ---------------------------------------------------------------------------

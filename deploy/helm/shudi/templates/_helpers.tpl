@@ -100,7 +100,11 @@ SHUDI_SASL_USERNAME: {{ .Values.kafka.sasl.username | quote }}
 {{- if .Values.kafka.tls.caSecret.name }}
 SHUDI_SSL_CAFILE: {{ include "shudi.caFile" . | quote }}
 {{- end }}
-SHUDI_GEOIP_DB: {{ printf "%s/%s" (trimSuffix "/" .Values.geoip.mountPath) .Values.geoip.file | quote }}
+{{- $dir := trimSuffix "/" .Values.geoip.mountPath }}
+{{- $dbs := list }}
+{{- range (.Values.geoip.extraFiles | default list) }}{{ $dbs = append $dbs (printf "%s/%s" $dir .) }}{{ end }}
+{{- $dbs = append $dbs (printf "%s/%s" $dir .Values.geoip.file) }}
+SHUDI_GEOIP_DB: {{ join "," $dbs | quote }}
 SHUDI_GEOIP_RELOAD_INTERVAL_S: {{ include "shudi.envValue" .Values.geoip.reloadIntervalSeconds | quote }}
 SHUDI_METRICS_HOST: "0.0.0.0"
 SHUDI_METRICS_PORT: {{ include "shudi.envValue" .Values.metrics.port | quote }}
@@ -142,6 +146,9 @@ SHUDI_DATA_DIR: {{ .Values.dataDir.path | quote }}
 {{- $src := $v.geoip.source }}
 {{- if and (eq $src "pvc") (not $v.geoip.pvc.existingClaim) }}
 {{- fail "geoip.source=pvc needs geoip.pvc.existingClaim" }}
+{{- end }}
+{{- if and $v.geoip.extraFiles (ne $v.geoip.source "pvc") }}
+{{- fail "geoip.extraFiles needs geoip.source=pvc (a Secret or ConfigMap projects one file)" }}
 {{- end }}
 {{- if and (eq $src "secret") (not $v.geoip.secret.name) }}
 {{- fail "geoip.source=secret needs geoip.secret.name" }}
