@@ -230,6 +230,11 @@ class TerritoryTable:
     ) -> None:
         self.labels = labels
         self._v4_starts, self._v4_ids = v4
+        # For each /16, where its addresses' ranges begin in the arrays: a lookup bisects a few entries
+        # instead of the whole table (bisect on an array makes an int object per probe).
+        starts = self._v4_starts
+        self._v4_block = array("I", (bisect_right(starts, k << 16) - 1 for k in range(1 << 16)))
+        self._v4_block.append(len(starts) - 1)
         self._v6_starts, self._v6_ids = v6
         self._v6_inner = v6_inner
         self.sources = sources
@@ -242,7 +247,8 @@ class TerritoryTable:
 
     def nbytes(self) -> int:
         """Memory held by the arrays (the labels are shared with the rest of the process)."""
-        n = sum(a.itemsize * len(a) for a in (self._v4_starts, self._v4_ids, self._v6_starts, self._v6_ids))
+        arrays = (self._v4_starts, self._v4_ids, self._v4_block, self._v6_starts, self._v6_ids)
+        n = sum(a.itemsize * len(a) for a in arrays)
         for s, i in self._v6_inner.values():
             n += s.itemsize * len(s) + i.itemsize * len(i) + 200
         return n
@@ -269,7 +275,11 @@ class TerritoryTable:
 
     def lookup_int(self, family: Family, n: int) -> Label:
         if family == 4:
-            return self.labels[self._v4_ids[bisect_right(self._v4_starts, n) - 1]]
+            block = self._v4_block
+            k = n >> 16
+            return self.labels[
+                self._v4_ids[bisect_right(self._v4_starts, n, block[k] + 1, block[k + 1] + 1) - 1]
+            ]
         lid = self._v6_ids[bisect_right(self._v6_starts, n >> 64) - 1]
         if lid == _MIXED:
             s, i = self._v6_inner[n >> 64]
@@ -287,7 +297,7 @@ class TerritoryTable:
         A closure over the arrays, so the dotted-quad path (most traffic) is a regex match, ``inet_aton``,
         one ``bisect`` and two index operations, with no attribute lookups."""
         labels = self.labels
-        v4_starts, v4_ids = self._v4_starts, self._v4_ids
+        v4_starts, v4_ids, block = self._v4_starts, self._v4_ids, self._v4_block
         dotted = _DOTTED_QUAD
         aton = inet_aton
         from_bytes = int.from_bytes
@@ -297,7 +307,9 @@ class TerritoryTable:
         def label(text: str) -> Label:
             """The label of ``text``; raises InvalidIP (a ValueError) if it is not an address."""
             if dotted(text) is not None:
-                return labels[v4_ids[bisect(v4_starts, from_bytes(aton(text))) - 1]]
+                n = from_bytes(aton(text))
+                k = n >> 16
+                return labels[v4_ids[bisect(v4_starts, n, block[k] + 1, block[k + 1] + 1) - 1]]
             return lookup(parse_ip(text))
 
         return label
