@@ -91,6 +91,8 @@ def main() -> None:
             paths = parse_paths(args.db)
         for p in paths:
             print(f"database: {p} ({p.stat().st_size / 1e6:.1f} MB)")
+        # the machine's load, so a figure from a shared machine is read as such
+        print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
 
         gc.collect()
         rss0 = rss_mb()
@@ -144,7 +146,7 @@ def main() -> None:
         hits = s2.hits - st.hits
         print(f"cached (warm, {hits / len(stream):.1%} hits): {len(stream) / dt:12,.0f} lookups/s  "
               f"({dt / len(stream) * 1e9:.0f} ns)")  # fmt: skip
-        print(f"process RSS at the end: {rss_mb():.0f} MB")
+        print(f"process RSS at the end: {rss_mb():.0f} MB; load average {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

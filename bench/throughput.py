@@ -73,8 +73,12 @@ def proc_rss_mb(pid: int) -> float:
 # GeoIP database: a real file (--db) or a synthetic GeoIP2-City of realistic size.
 
 
-def ensure_db(db: Path | None, networks: int) -> tuple[Path, str]:
-    """The DB to use and how it was obtained (reported, so a synthetic result is never mistaken for real)."""
+REAL_SIZE_NETWORKS = 1_000_000  # ~6.5 M tree nodes, a 39 MB file: the size of a real GeoLite2-City or larger
+
+
+def ensure_db(db: str | None, networks: int) -> tuple[str, str]:
+    """The DB(s) to use, comma separated, and how they were obtained (reported, so a synthetic result is
+    never mistaken for real)."""
     if db is not None:
         return db, "given"
     cached = user_cache_dir() / "bench" / f"synthetic-city-{networks}.mmdb"
@@ -83,12 +87,25 @@ def ensure_db(db: Path | None, networks: int) -> tuple[Path, str]:
         tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
         build_synthetic_db(tmp, networks, 7)
         tmp.replace(cached)
-    return cached, f"synthetic, {networks:,} networks (streams.devtools.mmdbbuild)"
+    return str(cached), f"synthetic, {networks:,} networks (streams.devtools.mmdbbuild)"
 
 
-def ip_pool(db: Path, size: int, seed: int) -> list[str]:
+def first_mmdb(dbs: str) -> str | None:
+    """The naive mode's database: geoip2 reads .mmdb only."""
+    return next((p.strip() for p in dbs.split(",") if p.strip().endswith(".mmdb")), None)
+
+
+def ip_pool(dbs: str, size: int, seed: int) -> list[str]:
     """*size* distinct addresses drawn from the DB's own networks, so most lookups hit, as in production."""
     import maxminddb
+
+    if "," in dbs or not dbs.endswith(".mmdb"):  # other formats: the compiled table's ranges
+        from bench.labeller import sample_addresses
+        from streams.pipeline.geodb import parse_paths
+        from streams.pipeline.geodb.labeller import compile_files
+
+        return sample_addresses(compile_files(parse_paths(dbs)), size, seed)
+    db = Path(dbs)
 
     nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
     with maxminddb.open_database(str(db)) as reader:
@@ -331,7 +348,7 @@ async def child_loop(args: argparse.Namespace) -> None:
         import geoip2.database
         import geoip2.errors
 
-        reader = geoip2.database.Reader(str(args.db))
+        reader = geoip2.database.Reader(args.db)
         not_found = geoip2.errors.AddressNotFoundError
     consumer = AIOKafkaConsumer(
         args.in_topic,
@@ -629,7 +646,7 @@ def _modes(args: argparse.Namespace, run_id: str) -> list[Mode]:
                         "--group",
                         group,
                         "--db",
-                        str(args.db),
+                        first_mmdb(args.db) or args.db,
                     ],
                     {},
                     out,
@@ -781,7 +798,7 @@ def print_table(results: list[Result], meta: dict[str, Any]) -> None:
 async def _harness(args: argparse.Namespace) -> int:
     run_id = uuid.uuid4().hex[:8]
     Path(args.workdir).mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, before any I/O matters
-    args.db, db_source = ensure_db(args.db, args.networks)
+    args.db, db_source = ensure_db(args.db, REAL_SIZE_NETWORKS if args.real_size else args.networks)
     ips = ip_pool(args.db, min(args.distinct_ips, max(100, args.events)), seed=1)
     print(f"run {run_id}: DB {args.db} ({db_source}), {len(ips):,} distinct IPs", flush=True)
 
@@ -901,8 +918,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=5.0,
         help="with --rate: leave events of the first S seconds out of the latency figures (every mode)",
     )
-    p.add_argument("--db", type=Path, help="GeoIP2-City .mmdb (else a synthetic one is built and cached)")
+    p.add_argument(
+        "--db",
+        help="database file(s), comma separated, any format (else a synthetic .mmdb is built and cached); "
+        "the naive mode reads the first .mmdb of the list",
+    )
     p.add_argument("--networks", type=int, default=220_000, help="networks in the synthetic DB")
+    p.add_argument(
+        "--real-size",
+        action="store_true",
+        help=f"a synthetic DB of real size: {REAL_SIZE_NETWORKS:,} networks (~6.5 M nodes; built, cached)",
+    )
     p.add_argument("--distinct-ips", type=int, default=300_000)
     p.add_argument("--modes", default="raw,naive,faust-relay,shudi")
     p.add_argument(
