@@ -405,6 +405,13 @@ def summary_line(snap: Snapshot, bursts: Bursts, sim_time: str, elapsed: float) 
 @click.option("--seed", default=2026, show_default=True, help="Simulator seed (same seed, same traffic).")
 @click.option("--no-live", is_flag=True, help="One summary line per refresh instead of the live screen.")
 @click.option("--keep", is_flag=True, help="Leave the broker and the workers running afterwards.")
+@click.option(
+    "--db",
+    "db_paths",
+    default=None,
+    help="Database file(s) to label with, comma separated, any format shudi reads (.mmdb, ip2region .xdb, "
+    "IPIP.net .ipdb), first answers first (default: the synthetic demo database, built).",
+)
 def demo(
     port: int,
     workdir: Path,
@@ -414,6 +421,7 @@ def demo(
     seed: int,
     no_live: bool,
     keep: bool,
+    db_paths: str | None,
 ) -> None:
     """Local Kafka, two workers and simulated comments with scripted regional bursts, watched live.
 
@@ -460,9 +468,13 @@ def demo(
     interrupted = False
     ok = False
     try:
-        db = build_demo_db(workdir / "demo-city.mmdb")
-        settings["SHUDI_GEOIP_DB"] = str(db)
-        click.echo(f"GeoIP: {db} (synthetic DEMO data: made-up networks, real-looking labels)")
+        if db_paths:
+            db = db_paths
+            click.echo(f"GeoIP: {db}")
+        else:
+            db = str(build_demo_db(workdir / "demo-city.mmdb"))
+            click.echo(f"GeoIP: {db} (synthetic DEMO data: made-up networks, real-looking labels)")
+        settings["SHUDI_GEOIP_DB"] = db
         click.echo(f"app id and topic suffix: {run}")
         for i, name in enumerate(("worker-a", "worker-b")):
             env = _child_env(
