@@ -25,7 +25,7 @@ from streams.pipeline.geodb.labeller import DatabaseWatcher, Labeller, load
 from streams.pipeline.geodb.regions import detect_layout, ipdb_label, xdb_label
 from streams.pipeline.geodb.table import TerritoryTable, combine, compile_table, direct_label
 from streams.pipeline.geodb.xdb import XdbDatabase
-from streams.pipeline.territory import UNKNOWN_LABELS, Label, Territory, parse_ip
+from streams.pipeline.territory import UNKNOWN_LABELS, InvalidIP, Label, Territory, parse_ip
 from tests.geodb_fixtures import (
     CREATED_AT,
     CREATED_AT_B,
@@ -433,3 +433,62 @@ def test_reload_each_format(files: dict[str, Path], tmp_path: Path, key: str, fi
         "CN-JS",
     }  # other rows unchanged
     assert watcher.sources[1] is sources[1]  # the unchanged file kept its database
+
+
+# --- the labeller's fast paths ----------------------------------------------------------------------------
+
+_ADDRESSY = st.one_of(
+    st.from_regex(r"\A[0-9]{1,4}\.[0-9]{1,4}\.[0-9]{1,4}\.[0-9]{1,4}\Z"),
+    st.text(alphabet="0123456789abcdefABCDEF:.%e", max_size=45),
+    st.integers(0, 2**32 - 1).map(lambda n: str(IPv4Address(n))),
+    st.integers(0, 2**128 - 1).map(lambda n: str(IPv6Address(n))),
+    st.integers(0, 2**128 - 1).map(lambda n: IPv6Address(n).exploded),
+    st.integers(0, 2**32 - 1).map(lambda n: f"::ffff:{IPv4Address(n)}"),
+    st.integers(0, 2**112 - 1).map(lambda n: str(IPv6Address((0x2002 << 112) | n))),
+    st.text(max_size=20),
+)
+
+
+@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=_ADDRESSY)
+def test_fast_paths_accept_and_label_exactly_what_parse_ip_does(
+    everything_table: TerritoryTable, text: str
+) -> None:
+    # The labeller parses with inet_pton (C) where it can; it must never accept text parse_ip refuses, nor
+    # label differently from the full path.
+    label = everything_table.labeller()
+    try:
+        want: Label | None = everything_table.lookup(parse_ip(text))
+    except InvalidIP:
+        want = None
+    if want is None:
+        with pytest.raises(InvalidIP):
+            label(text)
+    else:
+        assert label(text) == want
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "01.2.3.4",
+        "1.2.3.04",
+        "1.2.3",
+        "1.2.3.4 ",
+        " 1.2.3.4",
+        "1.2.3.4\x00",
+        "١.٢.٣.٤",
+        "1.2.3.4/24",
+        "0x1.2.3.4",
+        "1::2::3",
+        "::1%",
+        "fe80::1%eth0 ",
+        "00001::",
+        "1.2.3.4.5",
+        "256.1.1.1",
+        "",
+    ],
+)
+def test_fast_paths_refuse_what_parse_ip_refuses(everything_table: TerritoryTable, text: str) -> None:
+    with pytest.raises(InvalidIP):
+        everything_table.labeller()(text)

@@ -24,12 +24,11 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, ip_network
-from socket import inet_aton
+from socket import AF_INET, AF_INET6, inet_pton
 from typing import Final
 
 from streams.pipeline.geodb.base import DatabaseError, Family, IPAddress, Range, Source
 from streams.pipeline.territory import (
-    _DOTTED_QUAD,
     _SPECIAL_V4,
     _SPECIAL_V6,
     UNKNOWN_LABELS,
@@ -45,6 +44,10 @@ _V4_MAX: Final = (1 << 32) - 1
 _V6_MAX: Final = (1 << 128) - 1
 _LOW: Final = (1 << 64) - 1
 _MIXED: Final = 0xFFFF  # label id of a /64 block with an inner table
+_BLOCK_SHIFT: Final = 12  # IPv4 block index per /20
+_TEREDO_TOP: Final = 0x20010000  # 2001::/32, top 32 bits
+_SIXTOFOUR_TOP: Final = 0x2002  # 2002::/16, top 16 bits
+_MAPPED_TOP: Final = 0xFFFF  # ::ffff:0:0/96, top 96 bits
 _MAX_LABELS: Final = 0xFFFE
 
 
@@ -230,11 +233,10 @@ class TerritoryTable:
     ) -> None:
         self.labels = labels
         self._v4_starts, self._v4_ids = v4
-        # For each /16, where its addresses' ranges begin in the arrays: a lookup bisects a few entries
-        # instead of the whole table (bisect on an array makes an int object per probe).
+        # For each /20, the index of the range its first address is in: a lookup bisects the few ranges of
+        # one block instead of the whole table (bisect on an array makes an int object per probe). 4 MiB.
         starts = self._v4_starts
-        self._v4_block = array("I", (bisect_right(starts, k << 16) - 1 for k in range(1 << 16)))
-        self._v4_block.append(len(starts) - 1)
+        self._v4_block = _block_index(starts)
         self._v6_starts, self._v6_ids = v6
         self._v6_inner = v6_inner
         self.sources = sources
@@ -276,7 +278,7 @@ class TerritoryTable:
     def lookup_int(self, family: Family, n: int) -> Label:
         if family == 4:
             block = self._v4_block
-            k = n >> 16
+            k = n >> _BLOCK_SHIFT
             return self.labels[
                 self._v4_ids[bisect_right(self._v4_starts, n, block[k] + 1, block[k + 1] + 1) - 1]
             ]
@@ -298,21 +300,55 @@ class TerritoryTable:
         one ``bisect`` and two index operations, with no attribute lookups."""
         labels = self.labels
         v4_starts, v4_ids, block = self._v4_starts, self._v4_ids, self._v4_block
-        dotted = _DOTTED_QUAD
-        aton = inet_aton
+        v6_starts, v6_ids, v6_inner = self._v6_starts, self._v6_ids, self._v6_inner
+        pton = inet_pton
         from_bytes = int.from_bytes
         bisect = bisect_right
         lookup = self.lookup
+        shift = _BLOCK_SHIFT
 
         def label(text: str) -> Label:
             """The label of ``text``; raises InvalidIP (a ValueError) if it is not an address."""
-            if dotted(text) is not None:
-                n = from_bytes(aton(text))
-                k = n >> 16
+            # inet_pton is as strict as parse_ip for both families (no leading zeros in a dotted quad, no
+            # shorthand, no spaces; tests/pipeline/test_geodb.py holds them to it) and parses in C. Scoped,
+            # IPv4-mapped and tunnel addresses take the full path, which knows their rules.
+            try:
+                n = from_bytes(pton(AF_INET, text))
+            except (OSError, ValueError):
+                pass
+            else:
+                k = n >> shift
                 return labels[v4_ids[bisect(v4_starts, n, block[k] + 1, block[k + 1] + 1) - 1]]
+            if "%" not in text and "." not in text:
+                try:
+                    n = from_bytes(pton(AF_INET6, text))
+                except (OSError, ValueError):
+                    pass
+                else:
+                    top = n >> 96
+                    if top != _TEREDO_TOP and n >> 112 != _SIXTOFOUR_TOP and n >> 32 != _MAPPED_TOP:
+                        lid = v6_ids[bisect(v6_starts, n >> 64) - 1]
+                        if lid == _MIXED:
+                            in_s, in_i = v6_inner[n >> 64]
+                            lid = in_i[bisect(in_s, n & _LOW) - 1]
+                        return labels[lid]
             return lookup(parse_ip(text))
 
         return label
+
+
+def _block_index(starts: array[int]) -> array[int]:
+    """``index[k]``: the range that holds address ``k << _BLOCK_SHIFT``; one more entry for the end."""
+    index = array("I")
+    j = 0
+    n = len(starts)
+    for k in range(1 << (32 - _BLOCK_SHIFT)):
+        first = k << _BLOCK_SHIFT
+        while j + 1 < n and starts[j + 1] <= first:
+            j += 1
+        index.append(j)
+    index.append(n - 1)
+    return index
 
 
 def _v6_split(
