@@ -34,7 +34,7 @@ def demo_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_demo_db(tmp_path_factory.mktemp("geoip") / "demo.mmdb")
 
 
-def topic_settings(uid: str, db: Path) -> dict[str, str]:
+def topic_settings(uid: str, db: Path | str) -> dict[str, str]:
     return {
         "SHUDI_APP_ID": f"shudi-{uid}",
         "SHUDI_INPUT_TOPIC": f"comments-{uid}",
@@ -120,6 +120,41 @@ def test_ten_thousand_comments_end_to_end(
     assert metric_value(exposition, "shudi_events_total", {"outcome": "dead_lettered"}) == len(bad)
 
 
+def test_end_to_end_on_ip2region_xdb_files(
+    kafka_bootstrap: str, uid: str, tmp_path: Path, demo_db: Path
+) -> None:
+    """The worker on ip2region files (IPv4 and IPv6, the newer layout) holding the demo database's content."""
+    from streams.devtools.geodbwrite import region_string, write_xdb
+    from streams.pipeline.geodb import open_database
+
+    src = open_database(demo_db)
+    files = []
+    for family in (4, 6):
+        segments = [(s, e, region_string(label)) for s, e, label in src.ranges(family)]
+        files.append(
+            write_xdb(tmp_path / f"demo_v{family}.xdb", segments, family=family, created_at=1_767_225_600)
+        )
+    src.close()
+    settings = {"SHUDI_BROKER": kafka_bootstrap, **topic_settings(uid, ",".join(str(f) for f in files))}
+    ips = sample_ips(demo_db, None, n=200, seed=5)
+    events = [e for e in sample_events(ips, 2_000, bad_fraction=0.0, seed=13) if e.bad_reason is None]
+    topics = [settings["SHUDI_ENRICHED_TOPIC"]]
+    _worker, records, exposition = run_worker(tmp_path, settings, events, topics, until=len(events))
+    expected = _expected_labels(files, events)
+    assert expected == _expected_labels(demo_db, events)  # the same content in the other format
+    bodies = [json.loads(r.value) for r in records if r.value is not None]
+    assert Counter(b["event_id"] for b in bodies) == Counter(e.event_id for e in events)
+    for body in bodies:
+        assert body["territory"] == expected[body["event_id"]]
+        assert body["db_build"].startswith(
+            "ip2region-xdb-v3-IPv4 2026-01-01T00:00:00Z + ip2region-xdb-v3-IPv6"
+        )
+    assert (
+        metric_value(exposition, "shudi_geoip_database_build_timestamp_seconds", {"db": "demo_v4.xdb"})
+        == 1_767_225_600
+    )
+
+
 def _event_id(value: bytes | None) -> str | None:
     """The event_id of an input record, if it is a JSON object with one (bad events may not be)."""
     try:
@@ -155,7 +190,9 @@ def _original_and_reason(value: bytes) -> tuple[bytes, str]:
     return original, body["reason"]
 
 
-def _expected_labels(db_path: Path, events: list[SampleEvent]) -> dict[str | None, dict[str, object]]:
+def _expected_labels(
+    db_path: Path | list[Path], events: list[SampleEvent]
+) -> dict[str | None, dict[str, object]]:
     """The label of each event's address, computed here from the database with a fresh labeller."""
     labeller = Labeller.open(db_path, cache_size=1024)
     out: dict[str | None, dict[str, object]] = {}
