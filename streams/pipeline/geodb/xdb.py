@@ -71,7 +71,7 @@ class XdbDatabase:
         created_at: int,
         starts: array[int] | list[int],
         ends: array[int] | list[int],
-        regions: list[int],
+        regions: array[int],
         region_text: dict[int, str],
         layout: Layout,
     ) -> None:
@@ -189,7 +189,7 @@ class XdbDatabase:
             created_at=created_at,
             starts=starts,
             ends=ends,
-            regions=list(ptrs),
+            regions=ptrs,
             region_text=text,
             layout=layout,
         )
