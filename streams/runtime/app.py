@@ -71,7 +71,10 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
     metrics = Metrics(registry if registry is not None else CollectorRegistry())
     # Compiled here, before the event loop runs (nothing to block yet), so an unusable file stops the worker
     # at start with one line; reloads compile in a thread while the loop runs (DatabaseWatcher.run).
-    sources, table = load(settings.geoip_db)
+    # The compiled table is cached beside Faust's data, keyed by the files' content: a restart with the same
+    # files skips the compile (seconds on a real database).
+    table_cache = settings.data_dir / "geoip-table"
+    sources, table = load(settings.geoip_db, table_cache)
     labeller = Labeller(table, cache_size=settings.geoip_cache_size, on_miss=metrics.lookup_seconds.observe)
     names = db_names([s.path for s in sources])
 
@@ -79,7 +82,7 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
         metrics.observe_reload(result)
         metrics.observe_table(labeller.table, names)
 
-    watcher = DatabaseWatcher(labeller, sources, on_result=observe_reload)
+    watcher = DatabaseWatcher(labeller, sources, on_result=observe_reload, cache_dir=table_cache)
     metrics.observe_table(table, names)
 
     enricher = Enricher(

@@ -492,3 +492,36 @@ def test_fast_paths_accept_and_label_exactly_what_parse_ip_does(
 def test_fast_paths_refuse_what_parse_ip_refuses(everything_table: TerritoryTable, text: str) -> None:
     with pytest.raises(InvalidIP):
         everything_table.labeller()(text)
+
+
+# --- the compiled table cached on disk --------------------------------------------------------------------
+
+
+def test_table_cache_hit_miss_and_corruption(files: dict[str, Path], tmp_path: Path) -> None:
+    from streams.pipeline.geodb import cache
+
+    live = tmp_path / "live.xdb"
+    shutil.copyfile(files["v4"], live)
+    paths = [live, files["free"]]
+    cache_dir = tmp_path / "cache"
+    _sources, compiled = load(paths, cache_dir)
+    assert not compiled.from_cache
+    (cached_file,) = cache_dir.glob("*.table")
+    _sources, cached = load(paths, cache_dir)
+    assert cached.from_cache
+    assert cached.sources == compiled.sources
+    texts = [r[2] for r in XDB_NEW_V4 + IPDB_FREE] + ["10.0.0.1", "2400:da00::1", "9.9.9.9", "::1"]
+    a, b = compiled.labeller(), cached.labeller()
+    assert [a(t) for t in texts] == [b(t) for t in texts]
+
+    cached_file.write_bytes(cached_file.read_bytes()[:1000])  # a damaged cache is ignored and rewritten
+    _sources, again = load(paths, cache_dir)
+    assert not again.from_cache
+    assert [again.labeller()(t) for t in texts] == [a(t) for t in texts]
+
+    shutil.copyfile(files["old"], live)  # another file, another key: never the old table
+    _sources, other = load(paths, cache_dir)
+    assert not other.from_cache
+    assert code_of(other.labeller()("1.0.11.7")) == "HK"
+    assert len(list(cache_dir.glob("*.table"))) == 2
+    assert cache.cache_key(paths) != cache.cache_key([files["v4"], files["free"]])

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
 
-from streams.pipeline.geodb import open_database
+from streams.pipeline.geodb import cache, open_database
 from streams.pipeline.geodb.base import DatabaseError, Source
 from streams.pipeline.geodb.table import TerritoryTable, compile_table
 from streams.pipeline.territory import Label
@@ -132,14 +132,30 @@ class Labeller:
         )
 
 
-def load(paths: Sequence[Path]) -> tuple[list[Source], TerritoryTable]:
-    """Open every file and compile the table (blocking: seconds on a real database; run it in a thread).
-    Raises DatabaseError naming the first file that cannot be used."""
+def compile_cached(sources: Sequence[Source], cache_dir: Path | None) -> TerritoryTable:
+    """The table of ``sources``: from ``cache_dir`` when the files are unchanged since it was written, else
+    compiled (and written there). Blocking; run it in a thread."""
+    if cache_dir is None:
+        return compile_table(sources)
+    try:
+        key = cache.cache_key([s.path for s in sources])
+    except OSError:  # a file replaced since it was opened: compile what is open, cache nothing
+        return compile_table(sources)
+    table = cache.load(cache_dir, key)
+    if table is None:
+        table = compile_table(sources)
+        cache.save(table, cache_dir, key)
+    return table
+
+
+def load(paths: Sequence[Path], cache_dir: Path | None = None) -> tuple[list[Source], TerritoryTable]:
+    """Open every file and compile the table (blocking: seconds on a real database; run it in a thread), or
+    read it from ``cache_dir``. Raises DatabaseError naming the first file that cannot be used."""
     sources: list[Source] = []
     try:
         for p in paths:
             sources.append(open_database(p))
-        table = compile_table(sources)
+        table = compile_cached(sources, cache_dir)
     except BaseException:
         for s in sources:
             s.close()
@@ -206,8 +222,10 @@ class DatabaseWatcher:
         *,
         opener: Callable[[Path], Source] = open_database,
         on_result: Callable[[ReloadResult], None] | None = None,
+        cache_dir: Path | None = None,
     ) -> None:
         self.labeller = labeller
+        self._cache_dir = cache_dir
         self.sources = list(sources)
         self.paths = [s.path for s in sources]
         self.names = db_names(self.paths)
@@ -237,7 +255,7 @@ class DatabaseWatcher:
         if replaced:
             candidate = [replaced.get(i, s) for i, s in enumerate(self.sources)]
             try:
-                table = compile_table(candidate)
+                table = compile_cached(candidate, self._cache_dir)
             except DatabaseError as e:
                 for i, new in replaced.items():
                     new.close()

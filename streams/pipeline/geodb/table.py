@@ -230,17 +230,40 @@ class TerritoryTable:
         v6_inner: dict[int, tuple[array[int], array[int]]],
         sources: tuple[SourceInfo, ...],
         compile_seconds: float,
+        v4_block: array[int] | None = None,
+        from_cache: bool = False,
     ) -> None:
         self.labels = labels
         self._v4_starts, self._v4_ids = v4
         # For each /20, the index of the range its first address is in: a lookup bisects the few ranges of
         # one block instead of the whole table (bisect on an array makes an int object per probe). 4 MiB.
-        starts = self._v4_starts
-        self._v4_block = _block_index(starts)
+        self._v4_block = _block_index(self._v4_starts) if v4_block is None else v4_block
+        self.from_cache = from_cache
         self._v6_starts, self._v6_ids = v6
         self._v6_inner = v6_inner
         self.sources = sources
         self.compile_seconds = compile_seconds
+
+    def check(self) -> None:
+        """Raise ValueError unless the arrays are consistent (a table read back from disk)."""
+        n4, n6 = len(self._v4_starts), len(self._v6_starts)
+        nl = len(self.labels)
+        if not (n4 and n6 and n4 == len(self._v4_ids) and n6 == len(self._v6_ids)):
+            raise ValueError("array lengths")
+        if self._v4_starts[0] or self._v6_starts[0] or len(self._v4_block) != (1 << (32 - _BLOCK_SHIFT)) + 1:
+            raise ValueError("starts")
+        if max(self._v4_ids) >= nl or max(i for i in self._v6_ids if i != _MIXED) >= nl:
+            raise ValueError("label ids")
+        if max(self._v4_block) >= n4:
+            raise ValueError("block index")
+        for s, i in self._v6_inner.values():
+            if len(s) != len(i) or not s or s[0] or max(i) >= nl:
+                raise ValueError("inner table")
+        if any(
+            lid == _MIXED and hi not in self._v6_inner
+            for hi, lid in zip(self._v6_starts, self._v6_ids, strict=True)
+        ):
+            raise ValueError("inner tables missing")
 
     @property
     def size(self) -> tuple[int, int, int]:
