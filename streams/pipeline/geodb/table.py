@@ -142,34 +142,40 @@ def _steps_from_ranges(ranges: Iterable[Range], ids: _Labels, top: int, what: st
     return starts, out
 
 
-def _merge(a: Steps, b: Steps, pick: Callable[[int, int], int]) -> Steps:
-    """The step function of ``pick(a(x), b(x))``; ``pick`` is memoised by the caller."""
+def _merge(a: Steps, b: Steps, pick: Callable[[int, int], int], final: frozenset[int]) -> Steps:
+    """The step function of ``pick(a(x), b(x))``, where ``pick(f, y) == f`` for every id ``f`` in ``final``
+    (``pick`` is memoised by the caller). Runs of ``a`` that are final are copied without looking at ``b``: a
+    database in front that knows most addresses costs one pass over its own steps, not over both."""
     a_s, a_i = a
     b_s, b_i = b
     na, nb = len(a_s), len(b_s)
     starts: list[int] = []
     out: list[int] = []
-    i = j = 0
-    pos = 0
-    inf = 1 << 129
-    while True:
-        lid = pick(a_i[i], b_i[j])
-        if not out or out[-1] != lid:
-            starts.append(pos)
-            out.append(lid)
-        na_next = a_s[i + 1] if i + 1 < na else inf
-        nb_next = b_s[j + 1] if j + 1 < nb else inf
-        if na_next < nb_next:
-            pos = na_next
-            i += 1
-        elif nb_next < na_next:
-            pos = nb_next
-            j += 1
-        elif na_next == inf:
-            break
-        else:
-            pos = na_next
-            i += 1
+    append_s, append_i = starts.append, out.append
+    last = -1
+    for k in range(na):
+        lid = a_i[k]
+        if lid in final:
+            if lid != last:
+                append_s(a_s[k])
+                append_i(lid)
+                last = lid
+            continue
+        start = a_s[k]
+        end = a_s[k + 1] if k + 1 < na else None
+        j = bisect_right(b_s, start) - 1
+        got = pick(lid, b_i[j])
+        if got != last:
+            append_s(start)
+            append_i(got)
+            last = got
+        j += 1
+        while j < nb and (end is None or b_s[j] < end):
+            got = pick(lid, b_i[j])
+            if got != last:
+                append_s(b_s[j])
+                append_i(got)
+                last = got
             j += 1
     return starts, out
 
@@ -454,7 +460,11 @@ def compile_table(sources: Sequence[Source]) -> TerritoryTable:
             except ValueError as e:
                 raise DatabaseError(src.path, f"corrupt ({e})") from None
             del rs
-            steps = mine if steps is None else _merge(steps, mine, pick)
+            if steps is None:
+                steps = mine
+            else:
+                final = frozenset(i for i, lb in enumerate(ids.labels) if rank(lb) == 2)
+                steps = _merge(steps, mine, pick, final)
         if steps is None:
             steps = ([0], [0])
         _overlay_special(steps, fam, ids)
