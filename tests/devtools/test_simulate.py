@@ -99,6 +99,22 @@ def test_addresses_label_back_to_their_territory(pool: TerritoryPool, labeller: 
                 assert (":" in ip) == ipv6  # the demo database has both families everywhere
 
 
+def test_pool_from_xdb_and_ipdb_files(tmp_path: Path) -> None:
+    # Any format, and an ordered list: addresses come from the compiled table's ranges per territory.
+    from tests.geodb_fixtures import write_ipdb_files, write_xdb_files
+
+    files = {**write_xdb_files(tmp_path), **write_ipdb_files(tmp_path)}
+    dbs = f"{files['v4']},{files['v6']},{files['free']}"
+    pool = TerritoryPool.from_db(dbs, seed=3)
+    assert {"CN-GD", "CN-BJ", "HK", "TW", "US", "JP", "CN-SH", "GB", "CN-ZJ"} <= set(pool.codes)
+    labeller = Labeller.open([files["v4"], files["v6"], files["free"]], 256)
+    rng = random.Random(5)
+    for code in pool.codes:
+        for _ in range(20):
+            ip = pool.draw(code, rng, ipv6=code in {"CN-SH", "GB"})
+            assert labeller.label(ip).territory.code == code, (code, ip)
+
+
 def test_addresses_are_deterministic_per_hash_and_spread(pool: TerritoryPool) -> None:
     assert pool.address("CN-SD", 12345) == pool.address("CN-SD", 12345)
     many = {pool.address("CN-SD", h) for h in range(2000)}
