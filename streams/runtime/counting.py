@@ -55,6 +55,9 @@ TABLES = (
     "shudi-clocks",
 )  # the counting partition that also runs the global-surge detector
 TOP_POSTS = 5
+# A batch of counts messages: at most this many, or what arrived within this long (a window lasts seconds).
+COUNTS_BATCH_MAX = 500
+COUNTS_BATCH_WITHIN_S = 0.1
 
 
 class DetectorRecord(msgspec.Struct, gc=False):
@@ -114,12 +117,16 @@ class Detection:
         self.bursts = app.topic(settings.bursts_topic, key_serializer="raw", value_serializer="raw")
         # Territories per counting partition, and their labels: rebuilt from `detectors` after a restart.
         self._owned: dict[int, dict[str, Territory]] = {}
-        # Detector records stepped while one counts message is handled, written to the table once at its
-        # end: a message that closes many windows (a catch-up after a pause, a jump in event time) then
-        # costs one changelog record per territory, not one per territory and window. Every changelog
-        # record is a message through Faust's producer buffer, and a catch-up of a thousand windows once
-        # queued ~47,000 of them (issue #10).
+        # State changed while one batch of counts messages is handled, written to the tables once at the
+        # batch's end. Every table write is a changelog record, i.e. a message through Faust's producer
+        # buffer at a few hundred µs each: per message and per window, two workers' flushes once queued
+        # ~47,000 of them and delayed burst alerts by tens of seconds (issue #10). Now a batch costs one
+        # record per window touched, per territory stepped and per clock, however many messages and
+        # windows it holds. The agent acks a batch only after this write (``take_events``), so what a
+        # commit covers is in the changelogs: at-least-once as before.
         self._stepped: dict[str, DetectorRecord] = {}
+        self._aggs: dict[bytes, WindowAgg] = {}  # open windows changed in this batch
+        self._clocks: dict[int, PartitionClock] = {}  # clocks read or changed in this batch
 
     def _table(self, app: faust.App, name: str) -> Any:
         # Keys and values are bytes, msgspec-encoded here. Faust picks the changelog codec from the types:
@@ -129,20 +136,34 @@ class Detection:
     # --- messages ------------------------------------------------------------------------------------------
 
     async def on_message(self, partition: int, value: bytes | None) -> None:
+        await self.on_messages([(partition, value)])
+
+    async def on_messages(self, messages: Iterable[tuple[int, bytes | None]]) -> None:
+        """Handle counts messages in order, then write what they changed to the tables once."""
         try:
-            message = decode_count_message(value or b"")
-        except msgspec.DecodeError:
-            # Our own internal topic: a bad record is a bug or a foreign producer, never a reason to stop.
-            self.metrics.bad_count_messages.inc()
-            return
-        self._stepped.clear()
-        try:
-            await self._handle(partition, message)
+            for partition, value in messages:
+                try:
+                    message = decode_count_message(value or b"")
+                except msgspec.DecodeError:
+                    # Our own internal topic: a bad record is a bug or a foreign producer, never a reason
+                    # to stop.
+                    self.metrics.bad_count_messages.inc()
+                    continue
+                await self._handle(partition, message)
         finally:
             # Written even if a send failed half-way: the steps taken are in the gauges and events already.
-            for code, record in self._stepped.items():
-                self.detectors[code.encode()] = _record_encoder.encode(record)
-            self._stepped.clear()
+            self._persist()
+
+    def _persist(self) -> None:
+        for code, record in self._stepped.items():
+            self.detectors[code.encode()] = _record_encoder.encode(record)
+        for key, agg in self._aggs.items():
+            self.windows[key] = encode_agg(agg)
+        for partition, clock in self._clocks.items():
+            self.clocks[_clock_key(partition)] = encode_clock(clock)
+        self._stepped.clear()
+        self._aggs.clear()
+        self._clocks.clear()
 
     async def _handle(self, partition: int, message: CountBatch | CountDelta | Tick) -> None:
         if isinstance(message, CountBatch):
@@ -165,7 +186,6 @@ class Detection:
             await self._close(partition, start, clock.take_total(start))
         if due:
             clock.drop_totals_before(due[-1])
-        self.clocks[_clock_key(partition)] = encode_clock(clock)
         mark = clock.watermark(now, SOURCE_SILENT_S)
         if mark is not None:
             self.metrics.event_time_lag.set(max(0.0, now - mark))
@@ -184,18 +204,20 @@ class Detection:
                 self.metrics.late_events.inc(window.count)
                 continue
             key = _window_key(territory.code, window.start)
-            raw = self.windows.get(key)
-            agg = decode_agg(raw) if raw is not None else WindowAgg()
+            agg = self._aggs.get(key)
+            if agg is None:
+                raw = self.windows.get(key)
+                agg = self._aggs[key] = decode_agg(raw) if raw is not None else WindowAgg()
             agg.count += window.count
             agg.posts.add_many(window.posts)
-            self.windows[key] = encode_agg(agg)
 
     # --- closing windows -----------------------------------------------------------------------------------
 
     async def _close(self, partition: int, start: int, total: int) -> None:
         for code, territory in sorted(self._territories(partition).items()):
-            raw = self.windows.pop(_window_key(code, start), None)
-            agg = decode_agg(raw) if raw is not None else WindowAgg()
+            key = _window_key(code, start)
+            raw = self.windows.pop(key, None)  # a changelog tombstone only if the table has the key
+            agg = self._aggs.pop(key, None) or (decode_agg(raw) if raw is not None else WindowAgg())
             record = self._record(code, partition, territory)
             if record.state is None and agg.count == 0:
                 # A detector starts with its territory's first comments, not with the empty windows that
@@ -292,8 +314,11 @@ class Detection:
     # --- state ---------------------------------------------------------------------------------------------
 
     def _clock(self, partition: int) -> PartitionClock:
-        raw = self.clocks.get(_clock_key(partition))
-        return decode_clock(raw) if raw is not None else PartitionClock()
+        clock = self._clocks.get(partition)
+        if clock is None:
+            raw = self.clocks.get(_clock_key(partition))
+            clock = self._clocks[partition] = decode_clock(raw) if raw is not None else PartitionClock()
+        return clock
 
     def _record(self, code: str, partition: int, territory: Territory | None) -> DetectorRecord:
         stepped = self._stepped.get(code)
@@ -364,8 +389,9 @@ def register_detection_agent(app: faust.App, settings: Settings, metrics: Metric
 
     @app.agent(counts, name="shudi.detect", concurrency=1)
     async def detect(stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
-            await detection.on_message(event.message.partition, event.message.value)
+        # Batches of messages (acked after the tables are written): see Detection.__init__.
+        async for events in stream.take_events(COUNTS_BATCH_MAX, within=COUNTS_BATCH_WITHIN_S):
+            await detection.on_messages((e.message.partition, e.message.value) for e in events)
 
     async def on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         revoked: set[Any] = args[0] if args else kwargs.get("revoked", set())

@@ -140,7 +140,7 @@ def new_detection(tables: Tables, topic: FakeTopic, settings: Settings = SETTING
     detection.windows, detection.detectors, detection.clocks = tables.windows, tables.detectors, tables.clocks
     detection.bursts = cast(Any, topic)  # duck-typed: only `await send(key=, value=)` is used
     detection._owned = {}
-    detection._stepped = {}
+    detection._stepped, detection._aggs, detection._clocks = {}, {}, {}
     return detection
 
 
@@ -601,3 +601,36 @@ def test_a_catch_up_over_many_windows_writes_each_detector_once(
     assert all(
         msgspec.msgpack.decode(raw, type=DetectorRecord).state is not None for raw in detectors.values()
     )
+
+
+def test_a_batch_of_messages_gives_the_same_state_and_events_with_one_write_per_key(
+    loop: asyncio.AbstractEventLoop, clock: FakeClock
+) -> None:
+    """The agent handles counts messages in batches (``take_events``): the tables and the burst events
+    must be those of handling them one by one, with each window, detector and clock written once a batch."""
+    one_topic = FakeTopic()
+    one = Sim(new_detection(Tables(), one_topic), one_topic, clock, loop, REGIONAL_PARTITION)
+    run_regional(one)
+    wall = clock.now
+
+    batched_topic, windows = FakeTopic(), CountingDict()
+    tables = Tables(windows=windows)
+    batched = new_detection(tables, batched_topic)
+    clock.now = wall - len(one.log)  # the same wall clock as the one-by-one run saw (one second a message)
+    batches = [one.log[i : i + 7] for i in range(0, len(one.log), 7)]
+    most_keys = 0
+    for batch in batches:
+        before = windows.writes
+        clock.now += len(batch)
+        loop.run_until_complete(batched.on_messages((REGIONAL_PARTITION, raw) for raw in batch))
+        most_keys = max(most_keys, windows.writes - before)
+
+    def without_emitted_at(topic: FakeTopic) -> list[BurstEvent]:
+        return [msgspec.structs.replace(e, emitted_at=iso(0)) for e in topic.events()]
+
+    assert without_emitted_at(batched_topic) == without_emitted_at(one_topic)
+    assert dict(tables.windows) == one.detection.windows
+    assert dict(tables.detectors) == one.detection.detectors
+    assert dict(tables.clocks) == one.detection.clocks
+    # 7 messages of 6 territories: a write per territory and window touched, not one per message.
+    assert most_keys <= 2 * len(one.territories), most_keys
