@@ -388,7 +388,7 @@ def register_detection_agent(app: faust.App, settings: Settings, metrics: Metric
     )
 
     @app.agent(counts, name="shudi.detect", concurrency=1)
-    async def detect(stream: faust.StreamT[bytes]) -> None:
+    async def detect(stream: faust.Stream[bytes]) -> None:  # the class: StreamT lacks take_events
         # Batches of messages (acked after the tables are written): see Detection.__init__.
         async for events in stream.take_events(COUNTS_BATCH_MAX, within=COUNTS_BATCH_WITHIN_S):
             await detection.on_messages((e.message.partition, e.message.value) for e in events)
