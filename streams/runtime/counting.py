@@ -23,7 +23,7 @@ import logging
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import faust
 import msgspec
@@ -388,9 +388,11 @@ def register_detection_agent(app: faust.App, settings: Settings, metrics: Metric
     )
 
     @app.agent(counts, name="shudi.detect", concurrency=1)
-    async def detect(stream: faust.Stream[bytes]) -> None:  # the class: StreamT lacks take_events
-        # Batches of messages (acked after the tables are written): see Detection.__init__.
-        async for events in stream.take_events(COUNTS_BATCH_MAX, within=COUNTS_BATCH_WITHIN_S):
+    async def detect(stream: faust.StreamT[bytes]) -> None:
+        # Batches of messages (acked after the tables are written): see Detection.__init__. The agent is
+        # given a faust.Stream, whose take_events the StreamT interface does not declare.
+        batches = cast(faust.Stream[bytes], stream).take_events(COUNTS_BATCH_MAX, within=COUNTS_BATCH_WITHIN_S)
+        async for events in batches:
             await detection.on_messages((e.message.partition, e.message.value) for e in events)
 
     async def on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
