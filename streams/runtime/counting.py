@@ -391,7 +391,9 @@ def register_detection_agent(app: faust.App, settings: Settings, metrics: Metric
     async def detect(stream: faust.StreamT[bytes]) -> None:
         # Batches of messages (acked after the tables are written): see Detection.__init__. The agent is
         # given a faust.Stream, whose take_events the StreamT interface does not declare.
-        batches = cast(faust.Stream[bytes], stream).take_events(COUNTS_BATCH_MAX, within=COUNTS_BATCH_WITHIN_S)
+        batches = cast(faust.Stream[bytes], stream).take_events(
+            COUNTS_BATCH_MAX, within=COUNTS_BATCH_WITHIN_S
+        )
         async for events in batches:
             await detection.on_messages((e.message.partition, e.message.value) for e in events)
 
