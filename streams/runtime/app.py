@@ -112,7 +112,7 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
     )
     # Faust accepts an instance here too; its annotation only names the class form.
     app.service(enrichment)  # type: ignore[arg-type]
-    register_detection_agent(app, settings, metrics)
+    register_detection_agent(app, settings, metrics, health)
 
     async def watch_geoip_database() -> None:
         await watcher.run(settings.geoip_reload_interval_s)

@@ -18,10 +18,14 @@ Detection is driven by event time from the stream (ticks), never by Faust's wall
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import logging
 import time
-from collections.abc import Iterable
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -42,6 +46,7 @@ from streams.pipeline.events import (
 )
 from streams.pipeline.territory import Territory
 from streams.pipeline.windows import WindowAgg, WindowSpec, decode_agg, encode_agg
+from streams.runtime.health import Health
 from streams.runtime.metrics import Metrics
 from streams.settings import Settings
 
@@ -125,7 +130,7 @@ class Detection:
         # windows it holds. The agent acks a batch only after this write (``take_events``), so what a
         # commit covers is in the changelogs: at-least-once as before.
         self._stepped: dict[str, DetectorRecord] = {}
-        self._aggs: dict[bytes, WindowAgg] = {}  # open windows changed in this batch
+        self._aggs: dict[bytes, tuple[int, WindowAgg]] = {}  # open windows changed in this batch
         self._clocks: dict[int, PartitionClock] = {}  # clocks read or changed in this batch
 
     def _table(self, app: faust.App, name: str) -> Any:
@@ -138,8 +143,16 @@ class Detection:
     async def on_message(self, partition: int, value: bytes | None) -> None:
         await self.on_messages([(partition, value)])
 
-    async def on_messages(self, messages: Iterable[tuple[int, bytes | None]]) -> None:
-        """Handle counts messages in order, then write what they changed to the tables once."""
+    async def on_messages(
+        self,
+        messages: Iterable[tuple[int, bytes | None]],
+        in_partition: Callable[[int], AbstractContextManager[object]] = lambda _: contextlib.nullcontext(),
+    ) -> None:
+        """Handle counts messages in order, then write what they changed to the tables once.
+
+        ``in_partition(p)`` wraps everything done for partition ``p``: a Faust table writes a key to the
+        changelog partition of the event being handled, which the agent sets (see ``_handling``).
+        """
         try:
             for partition, value in messages:
                 try:
@@ -149,21 +162,29 @@ class Detection:
                     # to stop.
                     self.metrics.bad_count_messages.inc()
                     continue
-                await self._handle(partition, message)
+                with in_partition(partition):
+                    await self._handle(partition, message)
         finally:
             # Written even if a send failed half-way: the steps taken are in the gauges and events already.
-            self._persist()
+            self._persist(in_partition)
 
-    def _persist(self) -> None:
+    def _persist(self, in_partition: Callable[[int], AbstractContextManager[object]]) -> None:
+        writes: dict[int, list[tuple[Any, bytes, bytes]]] = {}
         for code, record in self._stepped.items():
-            self.detectors[code.encode()] = _record_encoder.encode(record)
-        for key, agg in self._aggs.items():
-            self.windows[key] = encode_agg(agg)
+            writes.setdefault(record.partition, []).append(
+                (self.detectors, code.encode(), _record_encoder.encode(record))
+            )
+        for key, (partition, agg) in self._aggs.items():
+            writes.setdefault(partition, []).append((self.windows, key, encode_agg(agg)))
         for partition, clock in self._clocks.items():
-            self.clocks[_clock_key(partition)] = encode_clock(clock)
+            writes.setdefault(partition, []).append((self.clocks, _clock_key(partition), encode_clock(clock)))
         self._stepped.clear()
         self._aggs.clear()
         self._clocks.clear()
+        for partition, items in writes.items():
+            with in_partition(partition):
+                for table, key, value in items:
+                    table[key] = value
 
     async def _handle(self, partition: int, message: CountBatch | CountDelta | Tick) -> None:
         if isinstance(message, CountBatch):
@@ -204,10 +225,11 @@ class Detection:
                 self.metrics.late_events.inc(window.count)
                 continue
             key = _window_key(territory.code, window.start)
-            agg = self._aggs.get(key)
-            if agg is None:
+            known = self._aggs.get(key)
+            if known is None:
                 raw = self.windows.get(key)
-                agg = self._aggs[key] = decode_agg(raw) if raw is not None else WindowAgg()
+                known = self._aggs[key] = (partition, decode_agg(raw) if raw is not None else WindowAgg())
+            agg = known[1]
             agg.count += window.count
             agg.posts.add_many(window.posts)
 
@@ -217,7 +239,8 @@ class Detection:
         for code, territory in sorted(self._territories(partition).items()):
             key = _window_key(code, start)
             raw = self.windows.pop(key, None)  # a changelog tombstone only if the table has the key
-            agg = self._aggs.pop(key, None) or (decode_agg(raw) if raw is not None else WindowAgg())
+            pending = self._aggs.pop(key, None)
+            agg = pending[1] if pending is not None else decode_agg(raw) if raw is not None else WindowAgg()
             record = self._record(code, partition, territory)
             if record.state is None and agg.count == 0:
                 # A detector starts with its territory's first comments, not with the empty windows that
@@ -381,7 +404,28 @@ def _finite_or_none(x: float | None) -> float | None:
     return x if x is not None and x == x else None
 
 
-def register_detection_agent(app: faust.App, settings: Settings, metrics: Metrics) -> Detection:
+def _handling_in(last: Mapping[int, faust.EventT[bytes]], partition: int) -> AbstractContextManager[None]:
+    return _handling(last[partition])
+
+
+@contextlib.contextmanager
+def _handling(event: faust.EventT[bytes]) -> Iterator[None]:
+    """Faust's "current event" set to ``event``, as inside ``async for event in stream``.
+
+    A Faust table write goes to the changelog partition of the current event, which ``take_events`` does
+    not set while its batch is handled ("Cannot modify table key from outside of stream iteration").
+    ``faust.streams._current_event`` is the context variable Faust's own stream iteration sets.
+    """
+    token = faust.streams._current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        faust.streams._current_event.reset(token)
+
+
+def register_detection_agent(
+    app: faust.App, settings: Settings, metrics: Metrics, health: Health
+) -> Detection:
     detection = Detection(app, settings, metrics)
     counts = app.topic(
         settings.counts_topic, key_serializer="raw", value_serializer="raw", partitions=settings.partitions
@@ -394,8 +438,16 @@ def register_detection_agent(app: faust.App, settings: Settings, metrics: Metric
         batches = cast(faust.Stream[bytes], stream).take_events(
             COUNTS_BATCH_MAX, within=COUNTS_BATCH_WITHIN_S
         )
-        async for events in batches:
-            await detection.on_messages((e.message.partition, e.message.value) for e in events)
+        try:
+            async for events in batches:
+                last = {e.message.partition: e for e in events}
+                messages = ((e.message.partition, e.message.value) for e in events)
+                await detection.on_messages(messages, functools.partial(_handling_in, last))
+        except asyncio.CancelledError:
+            raise  # the worker is stopping or the agent restarting: not a failure
+        except Exception as exc:
+            health.stop_worker("counting agent", exc)
+            raise
 
     async def on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         revoked: set[Any] = args[0] if args else kwargs.get("revoked", set())

@@ -197,8 +197,7 @@ def scenario(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> 
             enriched = SendTimes.read(kafka_bootstrap, settings["SHUDI_ENRICHED_TOPIC"])
             lateness = int(settings["SHUDI_ALLOWED_LATENESS_S"])
             started = [e for e in events if e["kind"] == "started"]
-            print(f"burst_active timeline {watch.timeline}; SPEEDUP {SPEEDUP}")
-            yield Scenario(
+            scenario = Scenario(
                 prom=prom,
                 start=start,
                 end=time.time(),
@@ -210,6 +209,11 @@ def scenario(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> 
                     for e in started
                 },
             )
+            print(
+                f"burst_active timeline {watch.timeline}; SPEEDUP {SPEEDUP}; close -> started (s): "
+                f"{scenario.burst_delays}, of which enrichment: {scenario.enrich_lags}"
+            )
+            yield scenario
 
 
 @dataclass(frozen=True)
