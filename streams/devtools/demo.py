@@ -23,11 +23,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import re
 import signal
-import socket
-import subprocess
 import sys
 import time
 import unicodedata
@@ -47,7 +44,15 @@ from streams.devtools import localkafka
 from streams.devtools.simulate import TZ_CN, rfc3339
 from streams.pipeline.countries import COUNTRIES
 from streams.pipeline.territory import CHINA, DIVISIONS, UNKNOWN
-from streams.testing import free_port
+from streams.testing import (
+    ChildProcess,
+    WorkerProcess,
+    child_env,
+    port_in_use,
+    run_settings,
+    shudi_command,
+    stop_all,
+)
 
 WINDOW_S = 10  # simulated seconds per event-time window
 SPEEDUP = 10  # simulated seconds per wall second: a window closes about once a wall second
@@ -90,83 +95,12 @@ def last_evening() -> datetime:
 # --- processes ----------------------------------------------------------------------------------------------
 
 
-@dataclass
-class Proc:
-    """A child process (own session, so Ctrl-C reaches only the demo, which then stops it) with a log."""
-
-    name: str
-    args: list[str]
-    env: dict[str, str]
-    log_path: Path
-    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
-
-    def start(self) -> None:
-        with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen(
-                self.args,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def returncode(self) -> int | None:
-        return None if self.proc is None else self.proc.poll()
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def tail(self, lines: int = 30) -> str:
-        return "\n".join(self.log().replace("\r", "\n").splitlines()[-lines:])
-
-    def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 30.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(sig)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-
-@dataclass
-class Worker(Proc):
-    metrics_port: int = 0
-
-    @property
-    def metrics_url(self) -> str:
-        return f"http://127.0.0.1:{self.metrics_port}/metrics"
-
-    @property
-    def healthz_url(self) -> str:
-        return f"http://127.0.0.1:{self.metrics_port}/healthz"
-
-
 class DemoError(CommandError):
     def __init__(self, message: str) -> None:
         super().__init__(message, EXIT_FAILED)
 
 
-def _child_env(extra: Mapping[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SHUDI_")}
-    env.update(extra)
-    return env
-
-
-def _fail(proc: Proc, what: str) -> DemoError:
+def _fail(proc: ChildProcess, what: str) -> DemoError:
     return DemoError(f"{proc.name} {what}; last lines of {proc.log_path}:\n{proc.tail()}")
 
 
@@ -419,156 +353,163 @@ def demo(
 
     Ends after --duration or on Ctrl-C (both exit 0), stopping what it started unless --keep.
     """
-    from streams.devtools.mmdbbuild import build_demo_db
-
     live = not no_live and sys.stdout.isatty()
     signal.signal(signal.SIGTERM, _sigterm)  # `kill <demo>` cleans up like Ctrl-C
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     for p in (metrics_port, metrics_port + 1):
-        if _port_taken(p):
+        if port_in_use(p):
             raise DemoError(f"127.0.0.1:{p} is in use: choose other worker metrics ports with --metrics-port")
     bootstrap = f"127.0.0.1:{port}"
-    started_broker = None
-    if localkafka.status(port):
-        click.echo(f"using the Kafka broker already on {bootstrap}")
-    else:
-        click.echo(f"starting Kafka on {bootstrap} (the first run downloads the jars with mvn) ...")
-        try:
-            started_broker = localkafka.start(port)
-        except localkafka.BrokerError as exc:
-            raise DemoError(str(exc)) from None
-
+    procs = DemoProcesses(port, _ensure_broker(port))
     run = f"shudi-demo-{int(time.time())}"
-    settings = {
-        "SHUDI_BROKER": bootstrap,
-        "SHUDI_APP_ID": run,
-        "SHUDI_INPUT_TOPIC": f"comments-{run}",
-        "SHUDI_ENRICHED_TOPIC": f"comments.enriched-{run}",
-        "SHUDI_DLQ_TOPIC": f"comments.dlq-{run}",
-        "SHUDI_COUNTS_TOPIC": f"territory.counts-{run}",
-        "SHUDI_BURSTS_TOPIC": f"territory.bursts-{run}",
-        "SHUDI_PARTITIONS": str(PARTITIONS),
+    settings = run_settings(bootstrap, run, partitions=PARTITIONS) | {
         "SHUDI_WINDOW_S": str(WINDOW_S),
         "SHUDI_ALLOWED_LATENESS_S": "5",
         "SHUDI_TICK_INTERVAL_S": "0.5",
         "SHUDI_DETECTOR_WARMUP_WINDOWS": str(WARMUP_WINDOWS),
-        "SHUDI_METRICS_HOST": "127.0.0.1",
     }
-    workers: list[Worker] = []
-    sim: Proc | None = None
     interrupted = False
     ok = False
     try:
-        db = build_demo_db(workdir / "demo-city.mmdb")
-        settings["SHUDI_GEOIP_DB"] = str(db)
-        click.echo(f"GeoIP: {db} (synthetic DEMO data: made-up networks, real-looking labels)")
+        settings["SHUDI_GEOIP_DB"] = str(_demo_db(workdir))
         click.echo(f"app id and topic suffix: {run}")
-        for i, name in enumerate(("worker-a", "worker-b")):
-            env = _child_env(
-                settings
-                | {
-                    "SHUDI_METRICS_PORT": str(metrics_port + i),
-                    "SHUDI_WEB_PORT": str(free_port()),
-                    "SHUDI_DATA_DIR": str(workdir / f"{name}-data"),
-                }
-            )
-            w = Worker(
-                name,
-                [sys.executable, "-m", "streams.cli", "worker"],
-                env,
-                workdir / f"{name}.log",
-                None,
-                metrics_port + i,
-            )
-            w.start()
-            workers.append(w)
-            click.echo(
-                f"{name}: pid {w.pid}, metrics {w.metrics_url} (health {w.healthz_url}), log {w.log_path}"
-            )
-        _wait_for_workers(workers, settings["SHUDI_INPUT_TOPIC"])
-
+        _start_workers(procs.workers, workdir, settings, metrics_port)
+        _wait_for_workers(procs.workers, settings["SHUDI_INPUT_TOPIC"])
         start = last_evening()
-        sim_duration = duration * SPEEDUP
-        bursts_script = scripted_bursts(sim_duration)
-        bursts_path = workdir / "bursts.jsonl"
-        bursts_path.write_text("".join(json.dumps(b) + "\n" for b in bursts_script), encoding="utf-8")
-        sim_args = [
-            sys.executable, "-m", "streams.cli", "simulate",
-            "--db", str(db), "--broker", bootstrap, "--topic", settings["SHUDI_INPUT_TOPIC"],
-            "--rate", f"{rate:g}", "--speedup", str(SPEEDUP), "--window", str(WINDOW_S),
-            "--duration", f"{sim_duration:g}", "--start", rfc3339(start), "--seed", str(seed),
-            "--bursts", str(bursts_path), "--truth", str(workdir / "truth.jsonl"), "--progress",
-        ]  # fmt: skip
-        sim = Proc(
-            "simulator",
-            sim_args,
-            _child_env({}),
-            workdir / "simulate.log",
-        )
-        sim.start()
-        click.echo(
-            f"simulator: pid {sim.pid}, log {sim.log_path}; {rate:g} comments/s (before the daily cycle), "
-            f"{SPEEDUP}× time from {rfc3339(start)}, {WINDOW_S}-s windows, warm-up {WARMUP_WINDOWS} windows"
-        )
-        for b in bursts_script:
-            at = start + timedelta(seconds=b["start"])
-            click.echo(
-                f"scripted burst: {name_zh(b['territory'])} {b['territory']} ×{b['multiplier']} from "
-                f"{at:%H:%M:%S} for {b['duration']} s simulated (≈ {b['start'] / SPEEDUP:.0f} s from now)"
-            )
+        procs.simulator = _start_simulator(workdir, settings, start, duration, rate, seed)
         if not live:
             click.echo("")
         interrupted = asyncio.run(
-            _watch(workers, sim, bootstrap, settings["SHUDI_BURSTS_TOPIC"], start, duration, live)
+            _watch(
+                procs.workers,
+                procs.simulator,
+                bootstrap,
+                settings["SHUDI_BURSTS_TOPIC"],
+                start,
+                duration,
+                live,
+            )
         )
         ok = True
     except KeyboardInterrupt:
         interrupted = True
         ok = True
     finally:
-        if sim is not None:
-            sim.stop(signal.SIGINT, timeout=15)
-        if keep and ok:
-            pids = ", ".join(f"{w.name} {w.pid}" for w in workers if w.running())
-            click.echo(f"\nleft running: {pids or 'no workers'}; stop them with kill <pid>")
-            if started_broker is not None or localkafka.status(port):
-                click.echo(f"stop the broker: shudi kafka stop --port {port}")
-        else:
-            for w in workers:
-                if w.running():
-                    assert w.proc is not None
-                    w.proc.send_signal(signal.SIGTERM)
-            for w in workers:
-                w.stop(timeout=30)
-            if started_broker is not None:
-                click.echo(f"stopping Kafka on {bootstrap}")
-                localkafka.stop(started_broker)
+        procs.end(keep=keep and ok)
     if interrupted:
         click.echo("interrupted: stopped")
 
 
-def _port_taken(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.settimeout(0.5)
-        return s.connect_ex(("127.0.0.1", port)) == 0
+# --- process supervision ------------------------------------------------------------------------------------
+
+
+@dataclass
+class DemoProcesses:
+    """What the demo runs: the broker on ``port`` (``broker`` if the demo started it), the workers and the
+    simulator."""
+
+    port: int
+    broker: localkafka.Broker | None
+    workers: list[WorkerProcess] = field(default_factory=list)
+    simulator: ChildProcess | None = None
+
+    def end(self, *, keep: bool) -> None:
+        """Stop the simulator, then the workers and the broker the demo started, unless ``keep`` (then say
+        how to stop them)."""
+        if self.simulator is not None:
+            self.simulator.stop(timeout=15, sig=signal.SIGINT)
+        if keep:
+            pids = ", ".join(f"{w.name} {w.pid}" for w in self.workers if w.running())
+            click.echo(f"\nleft running: {pids or 'no workers'}; stop them with kill <pid>")
+            if self.broker is not None or localkafka.status(self.port):
+                click.echo(f"stop the broker: shudi kafka stop --port {self.port}")
+            return
+        stop_all(self.workers, timeout=30)
+        if self.broker is not None:
+            click.echo(f"stopping Kafka on {self.broker.bootstrap}")
+            localkafka.stop(self.broker)
+
+
+def _ensure_broker(port: int) -> localkafka.Broker | None:
+    """The broker on 127.0.0.1:``port``: the one already there (None), else one started now."""
+    if localkafka.status(port):
+        click.echo(f"using the Kafka broker already on 127.0.0.1:{port}")
+        return None
+    click.echo(f"starting Kafka on 127.0.0.1:{port} (the first run downloads the jars with mvn) ...")
+    try:
+        return localkafka.start(port)
+    except localkafka.BrokerError as exc:
+        raise DemoError(str(exc)) from None
+
+
+def _demo_db(workdir: Path) -> Path:
+    from streams.devtools.mmdbbuild import build_demo_db
+
+    db = build_demo_db(workdir / "demo-city.mmdb")
+    click.echo(f"GeoIP: {db} (synthetic DEMO data: made-up networks, real-looking labels)")
+    return db
+
+
+def _start_workers(
+    workers: list[WorkerProcess], workdir: Path, settings: Mapping[str, str], metrics_port: int
+) -> None:
+    """Start the two workers, adding each to ``workers`` as it starts."""
+    for i, name in enumerate(("worker-a", "worker-b")):
+        w = WorkerProcess.configure(
+            workdir, name, {**settings, "SHUDI_METRICS_PORT": str(metrics_port + i)}, new_session=True
+        )
+        w.start()
+        workers.append(w)
+        click.echo(f"{name}: pid {w.pid}, metrics {w.metrics_url} (health {w.healthz_url}), log {w.log_path}")
+
+
+def _start_simulator(
+    workdir: Path, settings: Mapping[str, str], start: datetime, duration: float, rate: float, seed: int
+) -> ChildProcess:
+    """``shudi simulate`` with the scripted bursts that fit in ``duration`` wall seconds, started now."""
+    sim_duration = duration * SPEEDUP
+    bursts_script = scripted_bursts(sim_duration)
+    bursts_path = workdir / "bursts.jsonl"
+    bursts_path.write_text("".join(json.dumps(b) + "\n" for b in bursts_script), encoding="utf-8")
+    sim_args = shudi_command(
+        "simulate",
+        "--db", settings["SHUDI_GEOIP_DB"], "--broker", settings["SHUDI_BROKER"],
+        "--topic", settings["SHUDI_INPUT_TOPIC"],
+        "--rate", f"{rate:g}", "--speedup", str(SPEEDUP), "--window", str(WINDOW_S),
+        "--duration", f"{sim_duration:g}", "--start", rfc3339(start), "--seed", str(seed),
+        "--bursts", str(bursts_path), "--truth", str(workdir / "truth.jsonl"), "--progress",
+    )  # fmt: skip
+    sim = ChildProcess("simulator", sim_args, child_env(), workdir / "simulate.log", new_session=True)
+    sim.start()
+    click.echo(
+        f"simulator: pid {sim.pid}, log {sim.log_path}; {rate:g} comments/s (before the daily cycle), "
+        f"{SPEEDUP}× time from {rfc3339(start)}, {WINDOW_S}-s windows, warm-up {WARMUP_WINDOWS} windows"
+    )
+    for b in bursts_script:
+        at = start + timedelta(seconds=b["start"])
+        click.echo(
+            f"scripted burst: {name_zh(b['territory'])} {b['territory']} ×{b['multiplier']} from "
+            f"{at:%H:%M:%S} for {b['duration']} s simulated (≈ {b['start'] / SPEEDUP:.0f} s from now)"
+        )
+    return sim
 
 
 def _sigterm(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _wait_for_workers(workers: Sequence[Worker], input_topic: str) -> None:
+def _wait_for_workers(workers: Sequence[WorkerProcess], input_topic: str) -> None:
     """Until both workers are ready and have split the input partitions (else the first minutes of the
     demo would be rebalances); a worker that exits is an error."""
     click.echo("waiting for the workers to be ready ...")
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while not all("[^Worker]: Ready" in w.log() for w in workers):
+    while not all(w.ready() for w in workers):
         for w in workers:
             if not w.running():
                 raise _fail(w, f"exited with code {w.returncode()} while starting")
         if time.monotonic() > deadline:
-            slow = next(w for w in workers if "[^Worker]: Ready" not in w.log())
+            slow = next(w for w in workers if not w.ready())
             raise _fail(slow, f"not ready after {STARTUP_TIMEOUT_S:.0f}s")
         time.sleep(0.25)
     split_deadline = time.monotonic() + 60
@@ -593,8 +534,8 @@ def _wait_for_workers(workers: Sequence[Worker], input_topic: str) -> None:
 
 
 async def _watch(
-    workers: Sequence[Worker],
-    sim: Proc,
+    workers: Sequence[WorkerProcess],
+    sim: ChildProcess,
     bootstrap: str,
     bursts_topic: str,
     start: datetime,
