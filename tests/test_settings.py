@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Literal, get_origin
 
 import pydantic
 import pytest
@@ -401,3 +402,71 @@ def test_readme_lists_every_setting_with_its_default() -> None:
     assert README.is_file(), f"{README} does not exist; it must document the settings (## Settings table)"
     problems = missing_or_wrong(settings_table(README.read_text(encoding="utf-8")))
     assert problems == [], "README.md '## Settings' table out of step with Settings:\n" + "\n".join(problems)
+
+
+# --- every value the table documents is accepted ----------------------------------------------------------
+
+_ROW_MEANING = re.compile(r"^\|\s*`(?P<name>[^`]+)`\s*\|\s*`(?P<default>[^`]*)`\s*\|(?P<meaning>.*)\|\s*$")
+# What an enumerated setting needs beside it to be valid on its own (SASL needs credentials).
+_COMPANIONS = {
+    "SHUDI_SECURITY_PROTOCOL": {"SHUDI_SASL_USERNAME": "u", "SHUDI_SASL_PASSWORD": "p"},
+    "SHUDI_SASL_MECHANISM": {
+        "SHUDI_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+        "SHUDI_SASL_USERNAME": "u",
+        "SHUDI_SASL_PASSWORD": "p",
+    },
+}
+
+
+def documented_values(markdown: str) -> dict[str, list[str]]:
+    """``{env var: values}`` for every enumerated (``Literal``) setting: its default and every backticked
+    word of its meaning column that is not another variable's name."""
+    lines = markdown.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip() == "## Settings")
+    found: dict[str, list[str]] = {}
+    for line in lines[start + 1 :]:
+        if line.startswith(("## ", "# ")):
+            break
+        m = _ROW_MEANING.match(line.strip())
+        if m is None:
+            continue
+        field = m["name"].removeprefix("SHUDI_").lower()
+        annotation = Settings.model_fields[field].annotation if field in Settings.model_fields else None
+        if get_origin(annotation) is not Literal:
+            continue
+        words = re.findall(r"`([^`]+)`", m["meaning"])
+        found[m["name"]] = [m["default"], *(w for w in words if not w.startswith("SHUDI_"))]
+    return found
+
+
+def test_the_table_documents_the_enumerated_settings() -> None:
+    values = documented_values(README.read_text(encoding="utf-8"))
+    assert {"SHUDI_LOG_LEVEL", "SHUDI_SECURITY_PROTOCOL", "SHUDI_SASL_MECHANISM"} <= set(values), values
+    assert set(values["SHUDI_LOG_LEVEL"]) == {"debug", "info", "warning", "error"}
+
+
+def test_every_documented_value_of_an_enumerated_setting_is_accepted() -> None:
+    for name, values in documented_values(README.read_text(encoding="utf-8")).items():
+        for value in values:
+            environ = {name: value, **_COMPANIONS.get(name, {})}
+            try:
+                load_settings(environ)
+            except SettingsError as exc:
+                raise AssertionError(
+                    f"README documents {name}={value!r}, the settings reject it: {exc}"
+                ) from None
+
+
+def test_every_documented_log_level_configures_faust() -> None:
+    from faust.cli import params
+    from faust.cli.base import LOGLEVELS
+
+    from streams.cli.worker import faust_worker_argv
+
+    faust_level = params.CaseInsensitiveChoice(LOGLEVELS)
+    for value in documented_values(README.read_text(encoding="utf-8"))["SHUDI_LOG_LEVEL"]:
+        argv = faust_worker_argv(load_settings({"SHUDI_LOG_LEVEL": value}), ["--without-web"])
+        assert argv[:3] == ["shudi", "worker", "--loglevel"], argv
+        # Faust's own option type, as `faust worker --loglevel` parses it: a bad value raises BadParameter.
+        faust_level.convert(argv[3], None, None)
+        assert argv[4:] == ["--without-web"]

@@ -9,6 +9,7 @@ from typing import NoReturn
 import click
 
 from streams.cli.errors import EXIT_FAILED, EXIT_FATAL, CommandError, settings_or_exit
+from streams.settings import Settings
 
 # Faust's `--loglevel` vocabulary; the settings use Python's level names.
 FAUST_LOG_LEVELS = {"debug": "debug", "info": "info", "warning": "warn", "error": "error"}
@@ -39,7 +40,7 @@ def worker(ctx: click.Context) -> NoReturn:
     if _have_uvloop():
         # Faust reads `--loop` from sys.argv at import time only; this sets the policy before its loop exists.
         mode.loop.use("uvloop")
-    sys.argv = ["shudi", "worker", "--loglevel", FAUST_LOG_LEVELS[settings.log_level], *ctx.args]
+    sys.argv = faust_worker_argv(settings, ctx.args)
     try:
         shudi.app.main()
     except SystemExit:
@@ -47,6 +48,11 @@ def worker(ctx: click.Context) -> NoReturn:
             sys.exit(EXIT_FATAL)
         raise
     sys.exit(0)  # pragma: no cover -- app.main() always raises SystemExit
+
+
+def faust_worker_argv(settings: Settings, extra: list[str]) -> list[str]:
+    """The command line Faust's own worker command parses: the settings' log level in Faust's vocabulary."""
+    return ["shudi", "worker", "--loglevel", FAUST_LOG_LEVELS[settings.log_level], *extra]
 
 
 def _have_uvloop() -> bool:
