@@ -3,7 +3,7 @@
 ``python -m bench.throughput --modes faust-relay --relay-variants a,b`` runs and measures them; run alone::
 
     python -m bench.faust_relay --variant take-batch --bootstrap 127.0.0.1:19092 \\
-        --in-topic in --out-topic out --app-id relay1 --data-dir /tmp/relay1
+        --in-topic in --out-topic out --app-id relay1 --data-dir "$(mktemp -d)"
 
 Variants (see bench/FAUST-PROFILE.md for what each one measured and costs):
 

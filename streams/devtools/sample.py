@@ -131,13 +131,15 @@ def sample_events(
     seed: int = 0,
     start: datetime | None = None,
     prefix: str = "e",
+    interval: timedelta = timedelta(milliseconds=10),
     pick_ip: Callable[[random.Random, Sequence[str]], str] = hot_few,
     min_text_bytes: int = 0,
     bad_reasons: Collection[str] | None = None,
 ) -> Iterator[SampleEvent]:
-    """``n`` events, 10 ms apart from ``start``, whose addresses ``pick_ip`` draws from ``ips`` (default:
-    heavy reuse, a few addresses post a lot). Event ids are ``<prefix><seed>-<i>``. A ``bad_fraction`` of
-    them are bad (:func:`bad_event`, its kinds in turn, only those of ``bad_reasons`` if given)."""
+    """``n`` events, ``interval`` apart from ``start``, whose addresses ``pick_ip`` draws from ``ips``
+    (default: heavy reuse, a few addresses post a lot). Event ids are ``<prefix><seed>-<i>``. A
+    ``bad_fraction`` of them are bad (:func:`bad_event`, its kinds in turn; only those of ``bad_reasons``
+    if given)."""
     rng = random.Random(seed)
     when = start or datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
     bad_kind = 0
@@ -145,7 +147,7 @@ def sample_events(
         event_id = f"{prefix}{seed}-{i}"
         ip = pick_ip(rng, ips)
         text = comment_text(rng, min_bytes=min_text_bytes)
-        good = comment(rng, event_id, ip, when + timedelta(milliseconds=10 * i), text=text)
+        good = comment(rng, event_id, ip, when + i * interval, text=text)
         if rng.random() < bad_fraction:
             yield bad_event(rng, bad_kind, event_id, good, bad_reasons)
             bad_kind += 1
