@@ -134,8 +134,9 @@ class ChildProcess:
 
 
 def stop_all(procs: Iterable[ChildProcess], timeout: float = 30.0) -> None:
-    """SIGTERM every process first, then wait for each: they shut down side by side, not one by one."""
-    procs = list(procs)
+    """SIGTERM every process first, then wait for each: they shut down side by side, not one by one.
+    Processes never started are skipped."""
+    procs = [p for p in procs if p.proc is not None]
     for p in procs:
         p.send_signal(signal.SIGTERM)
     for p in procs:

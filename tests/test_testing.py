@@ -100,3 +100,9 @@ def test_worker_process_takes_its_metrics_port_from_the_settings(tmp_path: Path)
     assert w.args[-1] == "worker"
     auto = WorkerProcess.configure(tmp_path, "v", {})
     assert auto.metrics_port == int(auto.env["SHUDI_METRICS_PORT"]) > 0
+
+
+def test_stop_all_skips_processes_never_started(tmp_path: Path) -> None:
+    never = _python(tmp_path, "never", "pass")
+    stop_all([never])
+    assert never.returncode() is None

@@ -91,10 +91,10 @@ async def run_mode(opts: Options, mode: Mode, events: Events) -> Result:
     if opts.rate:
         topics[mode.input_topic] = opts.partitions
     await create_topics(opts.bootstrap, topics)
-    for p in mode.processes:
-        p.start()
     feeder: asyncio.Task[int] | None = None
     try:
+        for p in mode.processes:
+            p.start()
         if opts.rate:
             await _wait_for_group(opts, mode)
             feeder = asyncio.create_task(produce(opts.bootstrap, mode.input_topic, events(), rate=opts.rate))
