@@ -86,6 +86,13 @@ class Settings(BaseSettings):
         ge=0,
         description="A window closes this long (event time) after its end; later events count as late.",
     )
+    max_event_ahead_s: float = Field(
+        3600.0,
+        ge=0,
+        description="Comments whose created_at is further ahead of the worker's clock are enriched but "
+        "counted in no window (shudi_events_ahead_of_clock_total), so one wrong clock cannot close windows "
+        "early; 0 turns the check off.",
+    )
     tick_interval_s: float = Field(
         1.0,
         gt=0,

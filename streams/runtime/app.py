@@ -81,6 +81,7 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
         max_message_bytes=settings.max_message_bytes,
         ip_hash_key=settings.ip_hash_key.get_secret_value().encode() if settings.ip_hash_key else None,
         windows=window_spec(settings),
+        max_ahead_s=settings.max_event_ahead_s,
     )
     health = Health(stall_timeout_s=settings.stall_timeout_s)
     enrichment = EnrichmentService(settings, enricher, metrics, health)
@@ -111,7 +112,7 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
     )
     # Faust accepts an instance here too; its annotation only names the class form.
     app.service(enrichment)  # type: ignore[arg-type]
-    register_detection_agent(app, settings, metrics)
+    register_detection_agent(app, settings, metrics, health)
 
     async def watch_geoip_database() -> None:
         await watcher.run(settings.geoip_reload_interval_s)

@@ -32,8 +32,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import os
-import signal
 import time
 from collections import Counter
 from collections.abc import Awaitable, Iterable, Sequence
@@ -219,9 +217,7 @@ class EnrichmentService(mode.Service):
             self._fatal(exc)
 
     def _fatal(self, exc: BaseException) -> None:
-        log.critical("enrichment loop failed, stopping the worker: %s", type(exc).__name__, exc_info=exc)
-        self.health.mark_fatal(type(exc).__name__)  # `shudi worker` exits with 70 (cli.errors.EXIT_FATAL)
-        os.kill(os.getpid(), signal.SIGTERM)
+        self.health.stop_worker("enrichment loop", exc)
 
     async def _process(self, batches: dict[TopicPartition, list[Any]]) -> None:
         started = time.perf_counter()

@@ -169,6 +169,13 @@ class Metrics:
             namespace=NAMESPACE,
             registry=registry,
         )
+        self.events_ahead = Counter(
+            "events_ahead_of_clock",
+            "Comments enriched but counted in no window: created_at more than SHUDI_MAX_EVENT_AHEAD_S "
+            "ahead of the worker's clock.",
+            namespace=NAMESPACE,
+            registry=registry,
+        )
         self.windows_closed = Counter(
             "windows_closed", "Event-time windows closed.", namespace=NAMESPACE, registry=registry
         )
@@ -299,6 +306,8 @@ class Metrics:
             child.inc(n)
         for unknown, n in stats.unknown_reasons.items():
             self.unknown_territory.labels(unknown).inc(n)
+        if stats.ahead:
+            self.events_ahead.inc(stats.ahead)
         if stats.cache_hits:
             self.cache_lookups.labels("hit").inc(stats.cache_hits)
         if stats.cache_misses:

@@ -28,7 +28,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -186,6 +186,10 @@ class Simulator:
                 args, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
             )
         return cls(proc, log_path, truth_path, counts_path, time.monotonic())
+
+    def sim_time(self, monotonic: float) -> datetime:
+        """The simulated time being sent at ``monotonic`` (roughly: the simulator's start-up is not known)."""
+        return datetime.fromisoformat(SIM_START) + timedelta(seconds=(monotonic - self.started_at) * SPEEDUP)
 
     def wall_of(self, sim_offset: float) -> float:
         """Monotonic wall time at which simulated offset ``sim_offset`` is sent (roughly: plus start-up)."""
