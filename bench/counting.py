@@ -38,7 +38,7 @@ from streams.pipeline.territory import DIVISIONS, Territory
 from streams.runtime.counting import changelog_topics
 from streams.runtime.topics import ensure_topics
 from streams.settings import load_settings
-from streams.testing import WorkerProcess, free_port, metric_value
+from streams.testing import WorkerProcess, free_port, metric_value, run_settings
 
 T0 = 1_780_000_000  # a multiple of every window size used here
 LATENESS_S = 5
@@ -80,15 +80,7 @@ class Plan:
 
 
 def settings_env(bootstrap: str, uid: str, db: Path, plan: Plan) -> dict[str, str]:
-    return {
-        "SHUDI_BROKER": bootstrap,
-        "SHUDI_APP_ID": f"bench-counting-{uid}",
-        "SHUDI_INPUT_TOPIC": f"comments-{uid}",
-        "SHUDI_ENRICHED_TOPIC": f"comments.enriched-{uid}",
-        "SHUDI_DLQ_TOPIC": f"comments.dlq-{uid}",
-        "SHUDI_COUNTS_TOPIC": f"territory.counts-{uid}",
-        "SHUDI_BURSTS_TOPIC": f"territory.bursts-{uid}",
-        "SHUDI_PARTITIONS": str(plan.partitions),
+    return run_settings(bootstrap, f"bench-counting-{uid}", partitions=plan.partitions) | {
         "SHUDI_GEOIP_DB": str(db),
         "SHUDI_WINDOW_S": str(plan.window_s),
         "SHUDI_ALLOWED_LATENESS_S": str(LATENESS_S),

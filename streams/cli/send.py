@@ -8,26 +8,12 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import click
-import msgspec
 from aiokafka import AIOKafkaProducer
 
+from streams.devtools.sample import record_key
 from streams.settings import Settings
 
-
-class _Keyed(msgspec.Struct):
-    post_id: str | None = None
-
-
-_key_decoder = msgspec.json.Decoder(_Keyed)
-
-
-def key_for(line: bytes) -> bytes | None:
-    """The line's post_id, the key the worker would use; None for lines that are not a comment."""
-    try:
-        post_id = _key_decoder.decode(line).post_id
-    except (msgspec.DecodeError, UnicodeDecodeError):
-        return None
-    return post_id.encode() if isinstance(post_id, str) else None
+key_for = record_key  # a line's key: its post_id, as the worker would key it
 
 
 async def produce_lines(

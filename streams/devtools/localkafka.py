@@ -19,7 +19,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,7 +33,7 @@ import click
 
 from streams.cli.errors import EXIT_FAILED, CommandError
 from streams.runtime.admin import probe
-from streams.testing import free_port, user_cache_dir
+from streams.testing import free_port, port_in_use, user_cache_dir
 
 __all__ = [
     "KAFKA_VERSION",
@@ -243,12 +242,6 @@ def _ask(bootstrap: str, timeout: float, warm_group_coordinator: bool = False) -
         asyncio.run(asyncio.wait_for(check, timeout))
 
 
-def _port_in_use(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.settimeout(0.5)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
 def _state_path(port: int) -> Path:
     return cache_root() / "run" / f"broker-{port}.json"
 
@@ -348,7 +341,7 @@ def start(
     throwaway temp dir is created and deleted again by :func:`stop`.
     Must not be called from inside a running event loop (it uses ``asyncio.run``).
     """
-    if _port_in_use(port):
+    if port_in_use(port):
         raise BrokerError(f"127.0.0.1:{port} is already in use (a broker already running? try `status`)")
     java = _java()
     jars = ensure_jars()
@@ -365,16 +358,28 @@ def start(
     if controller_port is None:
         # A kept data dir remembers its controller address in the quorum state; reuse it.
         controller_port = (_previous_controller_port(props_path) if formatted else None) or free_port()
-    if _port_in_use(controller_port):
+    if port_in_use(controller_port):
         if throwaway:
             shutil.rmtree(data_dir, ignore_errors=True)
         raise BrokerError(f"controller port 127.0.0.1:{controller_port} is already in use")
 
     props_path.write_text(_server_properties(port, controller_port, log_dir))
+    jvm = _jvm_command(java, heap, jars, data_dir)
+    if not formatted:
+        _format_storage(jvm, props_path, data_dir, throwaway)
+    t0 = time.monotonic()
+    broker = _launch(jvm, port, controller_port, data_dir, throwaway)
+    _wait_ready(broker, t0 + wait_s, wait_s)
+    broker.startup_s = time.monotonic() - t0
+    return broker
+
+
+def _jvm_command(java: str, heap: str, jars: Path, data_dir: Path) -> list[str]:
+    """``java`` with the broker's heap, logging configuration (written to ``data_dir``) and classpath."""
     log4j = data_dir / "log4j2.properties"
     log4j.write_text(_LOG4J2)
     classpath = f"{jars}{os.sep}*"
-    jvm = [
+    return [
         java,
         f"-Xmx{heap}",
         "-XX:+ExitOnOutOfMemoryError",
@@ -384,23 +389,25 @@ def start(
         classpath,
     ]
 
-    log_path = data_dir / "server.log"
-    if not formatted:
-        fmt = subprocess.run(
-            [*jvm, "kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(props_path)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if fmt.returncode != 0:
-            if throwaway:
-                shutil.rmtree(data_dir, ignore_errors=True)
-            raise BrokerError(f"formatting Kafka storage failed:\n{fmt.stdout}{fmt.stderr}")
 
-    t0 = time.monotonic()
-    with log_path.open("ab") as log:
+def _format_storage(jvm: list[str], props_path: Path, data_dir: Path, throwaway: bool) -> None:
+    fmt = subprocess.run(
+        [*jvm, "kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(props_path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if fmt.returncode != 0:
+        if throwaway:
+            shutil.rmtree(data_dir, ignore_errors=True)
+        raise BrokerError(f"formatting Kafka storage failed:\n{fmt.stdout}{fmt.stderr}")
+
+
+def _launch(jvm: list[str], port: int, controller_port: int, data_dir: Path, throwaway: bool) -> Broker:
+    """Start the broker process, detached, and write its pid and state files."""
+    with (data_dir / "server.log").open("ab") as log:
         proc = subprocess.Popen(
-            [*jvm, "kafka.Kafka", str(props_path)],
+            [*jvm, "kafka.Kafka", str(data_dir / "server.properties")],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -413,32 +420,38 @@ def start(
     state = _state_path(port)
     state.parent.mkdir(parents=True, exist_ok=True)
     state.write_text(json.dumps(broker.to_json(), indent=2) + "\n")
+    return broker
 
-    deadline = t0 + wait_s
+
+def _wait_ready(broker: Broker, deadline: float, wait_s: float) -> None:
+    """Until the broker answers metadata (and a group-coordinator lookup). A broker that exits, or is not
+    ready at the monotonic ``deadline`` (``wait_s`` after its start), is cleaned up and raises BrokerError
+    with its log's tail."""
+    assert broker.proc is not None
     last: BaseException | None = None
     while True:
-        if proc.poll() is not None:
-            tail = _log_tail(log_path)
+        if broker.proc.poll() is not None:
+            tail = _log_tail(broker.log_path)
             _cleanup(broker)
-            raise BrokerError(f"Kafka exited with code {proc.returncode} during startup; log tail:\n{tail}")
+            raise BrokerError(
+                f"Kafka exited with code {broker.proc.returncode} during startup; log tail:\n{tail}"
+            )
         try:
-            if not _port_in_use(port):
-                raise ConnectionRefusedError(f"nothing listening on 127.0.0.1:{port} yet")
+            if not port_in_use(broker.port):
+                raise ConnectionRefusedError(f"nothing listening on 127.0.0.1:{broker.port} yet")
             _ask(broker.bootstrap, 10, warm_group_coordinator=True)
         except Exception as exc:  # noqa: BLE001 - any failure just means "not ready yet"
             last = exc
         else:
             break
         if time.monotonic() > deadline:
-            tail = _log_tail(log_path)
+            tail = _log_tail(broker.log_path)
             stop(broker)
             raise BrokerError(
                 f"Kafka on {broker.bootstrap} not ready after {wait_s:.0f}s (last error: {last!r}); "
                 f"log tail:\n{tail}"
             )
         time.sleep(0.5)
-    broker.startup_s = time.monotonic() - t0
-    return broker
 
 
 def _alive(broker: Broker) -> bool:
@@ -521,7 +534,7 @@ def stop(target: Broker | int = 9092, timeout: float = 30.0) -> bool:
 
 def status(port: int = 9092, timeout: float = 5.0) -> bool:
     """True when a Kafka broker on 127.0.0.1:port answers a metadata request."""
-    if not _port_in_use(port):
+    if not port_in_use(port):
         return False  # fail fast; the client would otherwise retry until its timeout
     try:
         _ask(f"127.0.0.1:{port}", timeout)
