@@ -19,7 +19,7 @@ import json
 import re
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, get_args
 
 import msgspec
 
@@ -37,16 +37,8 @@ DeadLetterReason = Literal[
     "invalid_ip",  # `ip` is not an address (checked by the labeller, not here)
     "internal_error",  # a bug or failure inside shudi
 ]
-# A fixed vocabulary: it is a metric label, and the dead-letter schema's enum.
-DEAD_LETTER_REASONS: Final[tuple[DeadLetterReason, ...]] = (
-    "empty",
-    "too_large",
-    "invalid_encoding",
-    "invalid_json",
-    "schema",
-    "invalid_ip",
-    "internal_error",
-)
+# A fixed vocabulary: it is a metric label, and the dead-letter schema's enum (in this order).
+DEAD_LETTER_REASONS: Final[tuple[DeadLetterReason, ...]] = get_args(DeadLetterReason)
 
 MAX_TEXT_CHARS: Final = 10_000  # code points, as JSON Schema's maxLength and Python's len() count them
 MAX_DETAIL_CHARS: Final = 500

@@ -26,23 +26,9 @@ from prometheus_client.utils import floatToGoString
 from streams.pipeline.enrich import BatchStats
 from streams.pipeline.events import DEAD_LETTER_REASONS
 from streams.pipeline.geoip import ReloadResult
-from streams.pipeline.territory import Territory, UnknownReason
+from streams.pipeline.territory import UNKNOWN_REASONS, Territory
 
 NAMESPACE = "shudi"
-
-UNKNOWN_REASONS: tuple[UnknownReason, ...] = (
-    "not_found",
-    "no_country",
-    "private",
-    "loopback",
-    "link_local",
-    "shared",
-    "documentation",
-    "multicast",
-    "unspecified",
-    "reserved",
-    "db_error",
-)
 
 
 class HotHistogram(Collector):
