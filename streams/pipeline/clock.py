@@ -20,6 +20,7 @@ from collections.abc import Iterable
 import msgspec
 from aiokafka.partitioner import murmur2
 
+from streams.pipeline.codec import msgpack_codec
 from streams.pipeline.events import MAX_DELTA_POSTS, CountDelta, WindowDelta
 from streams.pipeline.territory import Territory
 from streams.pipeline.windows import WindowSpec
@@ -122,13 +123,4 @@ def _align(t: float, hop: int) -> int:
     return int(t // hop) * hop
 
 
-_clock_encoder = msgspec.msgpack.Encoder()
-_clock_decoder = msgspec.msgpack.Decoder(PartitionClock)
-
-
-def encode_clock(clock: PartitionClock) -> bytes:
-    return _clock_encoder.encode(clock)
-
-
-def decode_clock(raw: bytes) -> PartitionClock:
-    return _clock_decoder.decode(raw)
+encode_clock, decode_clock = msgpack_codec(PartitionClock)
