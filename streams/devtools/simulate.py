@@ -67,6 +67,7 @@ import maxminddb
 import msgspec
 
 from streams.devtools.sample import PHRASES, bad_event
+from streams.pipeline.events import post_id_key
 from streams.pipeline.geoip import location_from_record
 from streams.pipeline.territory import Territory, label_location, special_reason, unwrap_tunnel
 
@@ -769,7 +770,7 @@ class Simulation:
                     bad_kind += 1
                     assert bad.bad_reason is not None
                     self.bad_reasons[bad.bad_reason] += 1
-                    event = SimEvent(offset, bad.value, _key_of(bad.value), code, bad.ip, bad.bad_reason)
+                    event = SimEvent(offset, bad.value, post_id_key(bad.value), code, bad.ip, bad.bad_reason)
                 else:
                     self.counts[(code, self.window_start(offset))] += 1
                     if burst is not None:
@@ -849,22 +850,6 @@ class Simulation:
             "lang": lang,
         }
         return good, ip, post_id
-
-
-class _Keyed(msgspec.Struct):
-    post_id: object = None
-
-
-_key_decoder = msgspec.json.Decoder(_Keyed)
-
-
-def _key_of(value: bytes) -> bytes | None:
-    """A bad event's key: its post_id if it still has one (as ``shudi send`` does), else None."""
-    try:
-        post_id = _key_decoder.decode(value).post_id
-    except (msgspec.DecodeError, UnicodeDecodeError):
-        return None
-    return post_id.encode() if isinstance(post_id, str) else None
 
 
 def write_jsonl(path: Path | str, rows: Iterable[Mapping[str, Any]]) -> None:

@@ -227,6 +227,24 @@ def decode_comment(raw: bytes | None, *, max_bytes: int = 65_536) -> Comment:
     return comment
 
 
+class _Keyed(msgspec.Struct):
+    post_id: object = None
+
+
+_KEY_DECODER: Final = msgspec.json.Decoder(_Keyed)
+
+
+def post_id_key(raw: bytes) -> bytes | None:
+    """The record key a comment is sent with: its ``post_id`` (the key the worker gives an enriched
+    record whose input had none), read leniently, so a bad event that still has one keeps it (``shudi
+    send``, the simulator); None when the value is not JSON or has no string ``post_id``."""
+    try:
+        post_id = _KEY_DECODER.decode(raw).post_id
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        return None
+    return post_id.encode() if isinstance(post_id, str) else None
+
+
 _RFC3339: Final = re.compile(RFC3339_PATTERN)
 _LANG: Final = re.compile(LANG_PATTERN)
 _SECONDS: dict[str, float] = {}
