@@ -61,7 +61,7 @@ class PartitionClock(msgspec.Struct, gc=False):
         for start, n in totals:
             self.totals[start] = self.totals.get(start, 0) + n
 
-    def is_late(self, window_start: int, spec: WindowSpec) -> bool:
+    def is_late(self, window_start: int) -> bool:
         """A window already closed here: counts for it arrive too late to be counted."""
         return self.next_close is not None and window_start < self.next_close
 

@@ -360,6 +360,7 @@ class WindowDelta(msgspec.Struct, array_like=True, frozen=True, gc=False):
     posts: list[tuple[str, int]]  # the batch's busiest posts in the window, at most MAX_DELTA_POSTS
 
 
+# A delta and a tick travel only inside a CountBatch; each keeps its `kind` tag, which the schema requires.
 class CountDelta(msgspec.Struct, tag="delta", tag_field="kind", frozen=True, gc=False, kw_only=True):
     schema_version: Literal[1] = SCHEMA_VERSION
     territory: Territory
@@ -384,18 +385,15 @@ class CountBatch(msgspec.Struct, tag="batch", tag_field="kind", frozen=True, gc=
     ticks: list[Tick]
 
 
-CountMessage = CountDelta | Tick | CountBatch
-_COUNTS_DECODER: Final[msgspec.json.Decoder[CountDelta | Tick | CountBatch]] = msgspec.json.Decoder(
-    CountMessage
-)
+_COUNTS_DECODER: Final = msgspec.json.Decoder(CountBatch)
 
 
-def encode_count_message(message: CountDelta | Tick | CountBatch) -> bytes:
+def encode_count_message(message: CountBatch) -> bytes:
     return _ENCODER.encode(message)
 
 
-def decode_count_message(raw: bytes) -> CountDelta | Tick | CountBatch:
-    """Raises msgspec.DecodeError (incl. ValidationError) for anything else."""
+def decode_count_message(raw: bytes) -> CountBatch:
+    """Raises msgspec.DecodeError (incl. ValidationError) for anything else, a lone delta or tick too."""
     return _COUNTS_DECODER.decode(raw)
 
 

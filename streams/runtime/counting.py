@@ -186,16 +186,11 @@ class Detection:
                 for table, key, value in items:
                     table[key] = value
 
-    async def _handle(self, partition: int, message: CountBatch | CountDelta | Tick) -> None:
-        if isinstance(message, CountBatch):
-            for delta in message.deltas:
-                self._add_delta(partition, delta)
-            if message.ticks:
-                await self._apply_ticks(partition, message.ticks)
-        elif isinstance(message, CountDelta):
-            self._add_delta(partition, message)
-        else:
-            await self._apply_ticks(partition, [message])
+    async def _handle(self, partition: int, message: CountBatch) -> None:
+        for delta in message.deltas:
+            self._add_delta(partition, delta)
+        if message.ticks:
+            await self._apply_ticks(partition, message.ticks)
 
     async def _apply_ticks(self, partition: int, ticks: list[Tick]) -> None:
         clock = self._clock(partition)
@@ -221,7 +216,7 @@ class Detection:
             )
         clock = self._clock(partition)
         for window in delta.windows:
-            if clock.is_late(window.start, self.spec):
+            if clock.is_late(window.start):
                 self.metrics.late_events.inc(window.count)
                 continue
             key = _window_key(territory.code, window.start)
