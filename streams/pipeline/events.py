@@ -1,6 +1,6 @@
 """The event contract in code: msgspec models of schemas/*.schema.json, a validating decoder and encoders.
 
-The JSON Schemas at the repository root are the source of truth; tests/unit/test_schemas.py checks that
+The JSON Schemas at the repository root are the source of truth; tests/pipeline/test_schemas.py checks that
 these models accept and emit exactly what the schemas describe. Change both together.
 
 Performance: a comment is decoded *and* validated in one pass by a ``msgspec.json.Decoder`` built once at
