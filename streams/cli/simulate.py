@@ -75,6 +75,24 @@ def _status(sim: Simulation, sent: int, rate: float, lag: float) -> str:
     return line
 
 
+async def _started_producer(bootstrap: str, options: dict[str, Any]) -> Any:
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        linger_ms=20,
+        max_batch_size=256 * 1024,
+        max_request_size=1024 * 1024,
+        **options,
+    )
+    try:
+        await producer.start()
+    except BaseException:
+        await producer.stop()  # releases the client it made; else aiokafka warns "Unclosed AIOKafkaProducer"
+        raise
+    return producer
+
+
 async def produce_simulation(
     sim: Simulation,
     bootstrap: str,
@@ -91,22 +109,9 @@ async def produce_simulation(
     Stops at the end of ``duration``/``limit``, or cleanly (flushing what was sent) on SIGINT/SIGTERM.
     Raises the first delivery error, if any, after the flush.
     """
-    from aiokafka import AIOKafkaProducer
-
     show = echo or (lambda s: click.echo(s, nl=False, err=True))
     speedup = sim.config.speedup
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
-        linger_ms=20,
-        max_batch_size=256 * 1024,
-        max_request_size=1024 * 1024,
-        **(producer_kwargs or {}),
-    )
-    try:
-        await producer.start()
-    except BaseException:
-        await producer.stop()  # releases the client it made; else aiokafka warns "Unclosed AIOKafkaProducer"
-        raise
+    producer = await _started_producer(bootstrap, producer_kwargs or {})
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     handled: list[signal.Signals] = []
@@ -161,6 +166,41 @@ async def produce_simulation(
     if errors:
         raise errors[0]
     return ProduceResult(sent, delivered, bad, loop.time() - started, stop.is_set())
+
+
+def _simulation(
+    db: Path, config: SimConfig, bursts_file: Path | None, n_random: int, horizon: float
+) -> Simulation:
+    """The traffic model on ``db``'s networks, with the scripted bursts of ``bursts_file`` and ``n_random``
+    random ones within ``horizon`` simulated seconds; each burst is announced on stderr."""
+    t0 = time.perf_counter()
+    click.echo(f"reading the networks of {db} (a full GeoLite2-City takes a minute or two) ...", err=True)
+    pool = TerritoryPool.from_db(db, seed=config.seed)
+    click.echo(
+        f"{len(pool.codes)} territories ({time.perf_counter() - t0:.1f}s); seed {config.seed}, "
+        f"start {rfc3339(config.start)}",
+        err=True,
+    )
+    bursts: list[Burst] = []
+    if bursts_file is not None:
+        try:
+            bursts = load_bursts(bursts_file, config.start)
+        except BurstFileError as exc:
+            raise click.BadParameter(str(exc), param_hint="--bursts") from None
+    if n_random:
+        shares = territory_shares(pool.codes, config.weights, config.other_weight)
+        bursts += random_bursts(n_random, shares, seed=config.seed, horizon=horizon, first=len(bursts))
+    try:
+        sim = Simulation(pool, config, bursts)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--bursts") from None
+    for row in sim.truth():
+        click.echo(
+            f"burst {row['burst']}: {row['territory']} ×{row['multiplier']:g} {row['start']} → {row['end']}"
+            f" on {', '.join(row['post_ids'])} (~{row['expected_extra']:.0f} extra)",
+            err=True,
+        )
+    return sim
 
 
 @click.command("simulate")
@@ -286,14 +326,8 @@ def simulate(
     in proportion to internet users, a daily cycle, repeat posters with stable addresses, popular posts,
     a share of malformed events and scripted or random bursts. Records are keyed by post_id.
     """
-    from streams.pipeline.geoip import DatabaseError, MmdbDatabase
-
     settings = settings_or_exit()
-    db = db_path or settings.geoip_db
-    try:
-        MmdbDatabase.open(db).close()  # a clear one-line error for a missing or wrong file
-    except DatabaseError as exc:
-        raise CommandError(str(exc)) from None
+    db = _checked_db(db_path or settings.geoip_db)
     try:
         begin = parse_time(start) if start else datetime.now(TZ_CN).replace(microsecond=0)
     except ValueError:
@@ -302,15 +336,6 @@ def simulate(
         seed = random.SystemRandom().randrange(1 << 31)
     if progress is None:
         progress = sys.stderr.isatty()
-
-    t0 = time.perf_counter()
-    click.echo(f"reading the networks of {db} (a full GeoLite2-City takes a minute or two) ...", err=True)
-    pool = TerritoryPool.from_db(db, seed=seed)
-    click.echo(
-        f"{len(pool.codes)} territories ({time.perf_counter() - t0:.1f}s); seed {seed}, "
-        f"start {rfc3339(begin)}",
-        err=True,
-    )
     config = SimConfig(
         start=begin,
         rate=rate,
@@ -323,26 +348,8 @@ def simulate(
         posts=posts,
         window=window,
     )
-    bursts: list[Burst] = []
-    if bursts_file is not None:
-        try:
-            bursts = load_bursts(bursts_file, begin)
-        except BurstFileError as exc:
-            raise click.BadParameter(str(exc), param_hint="--bursts") from None
-    if n_random:
-        horizon = duration or (max_events / config.sim_rate if max_events else 3600 * speedup)
-        shares = territory_shares(pool.codes, config.weights, config.other_weight)
-        bursts += random_bursts(n_random, shares, seed=seed, horizon=horizon, first=len(bursts))
-    try:
-        sim = Simulation(pool, config, bursts)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--bursts") from None
-    for row in sim.truth():
-        click.echo(
-            f"burst {row['burst']}: {row['territory']} ×{row['multiplier']:g} {row['start']} → {row['end']}"
-            f" on {', '.join(row['post_ids'])} (~{row['expected_extra']:.0f} extra)",
-            err=True,
-        )
+    horizon = duration or (max_events / config.sim_rate if max_events else 3600 * speedup)
+    sim = _simulation(db, config, bursts_file, n_random, horizon)
     if truth is not None:
         write_jsonl(truth, sim.truth())
 
@@ -371,6 +378,21 @@ def simulate(
         if counts is not None:
             write_jsonl(counts, sim.count_rows())
     assert result is not None
+    _report(sim, result, topic)
+
+
+def _checked_db(db: Path) -> Path:
+    """``db``, once it opened as a GeoIP database: a clear one-line error for a missing or wrong file."""
+    from streams.pipeline.geoip import DatabaseError, MmdbDatabase
+
+    try:
+        MmdbDatabase.open(db).close()
+    except DatabaseError as exc:
+        raise CommandError(str(exc)) from None
+    return db
+
+
+def _report(sim: Simulation, result: ProduceResult, topic: str) -> None:
     how = "stopped" if result.stopped else "done"
     click.echo(
         f"{how}: sent {result.sent:,} events ({result.bad:,} malformed) to {topic} in {result.wall_s:.1f}s; "
