@@ -10,10 +10,8 @@ from pathlib import Path
 import click
 from aiokafka import AIOKafkaProducer
 
-from streams.devtools.sample import record_key
+from streams.pipeline.events import post_id_key
 from streams.settings import Settings
-
-key_for = record_key  # a line's key: its post_id, as the worker would key it
 
 
 async def produce_lines(
@@ -27,7 +25,7 @@ async def produce_lines(
     try:
         pending = []
         for line in lines:
-            pending.append(await producer.send(topic, line, key=key_for(line)))
+            pending.append(await producer.send(topic, line, key=post_id_key(line)))
             sent += 1
             if rate > 0 and sent % max(1, int(rate / 20)) == 0:
                 # pace in small steps so the stream is smooth at any rate

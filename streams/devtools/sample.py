@@ -35,23 +35,6 @@ class SampleEvent:
     bad_reason: str | None  # the dead-letter reason the worker must give, None for a valid event
 
 
-class _Keyed(msgspec.Struct):
-    post_id: object = None
-
-
-_key_decoder = msgspec.json.Decoder(_Keyed)
-
-
-def record_key(value: bytes) -> bytes | None:
-    """The Kafka key a comment is sent with (``shudi send``, the simulator): its ``post_id``, the key the
-    worker would use; None for a value that is not a JSON object with a string ``post_id``."""
-    try:
-        post_id = _key_decoder.decode(value).post_id
-    except (msgspec.DecodeError, UnicodeDecodeError):
-        return None
-    return post_id.encode() if isinstance(post_id, str) else None
-
-
 def comment_text(rng: random.Random, phrases: tuple[int, int] = (2, 6), min_bytes: int = 0) -> str:
     """A comment's text: ``phrases`` (lowest, highest) phrases, then more until it has ``min_bytes`` bytes."""
     parts = [rng.choice(PHRASES) for _ in range(rng.randint(*phrases))]

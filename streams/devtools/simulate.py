@@ -66,7 +66,8 @@ from typing import Any, Final
 import msgspec
 
 from streams.devtools.mmdbbuild import labelled_networks
-from streams.devtools.sample import bad_event, comment, comment_text, record_key
+from streams.devtools.sample import bad_event, comment, comment_text
+from streams.pipeline.events import post_id_key
 from streams.pipeline.territory import Territory, special_reason, unwrap_tunnel
 
 __all__ = [
@@ -762,7 +763,7 @@ class Simulation:
                     bad_kind += 1
                     assert bad.bad_reason is not None
                     self.bad_reasons[bad.bad_reason] += 1
-                    event = SimEvent(offset, bad.value, record_key(bad.value), code, bad.ip, bad.bad_reason)
+                    event = SimEvent(offset, bad.value, post_id_key(bad.value), code, bad.ip, bad.bad_reason)
                 else:
                     self.counts[(code, self.window_start(offset))] += 1
                     if burst is not None:

@@ -1,4 +1,8 @@
-"""Small Kafka admin helpers shared by the app, the local-broker script and the tests."""
+"""Kafka admin helpers: a readiness probe and topic creation, the one ``create_topics``.
+
+Used by the worker (:mod:`streams.runtime.topics`), the local broker (:mod:`streams.devtools.localkafka`),
+the benchmarks and the tests.
+"""
 
 from __future__ import annotations
 

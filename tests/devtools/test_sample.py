@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.devtools.sample import comment_text, record_key, sample_events, zipf_like
+from streams.devtools.sample import comment_text, sample_events, zipf_like
 from streams.pipeline.enrich import Enricher, InRecord
 from streams.pipeline.events import DEAD_LETTER_REASONS, InvalidEvent, decode_comment
 from streams.pipeline.geoip import Labeller, MmdbDatabase
@@ -124,10 +124,3 @@ def test_options_the_throughput_benchmark_uses() -> None:
     assert all(len(c["text"].encode()) >= 330 for c in good)
     hits = Counter(c["ip"] for c in good)
     assert hits[ips[0]] > 10 * (len(good) / len(ips))  # a few addresses are hot
-
-
-def test_record_key_is_the_post_id() -> None:
-    assert record_key(b'{"post_id": "p-1", "x": 2}') == b"p-1"
-    assert record_key('{"post_id": "帖子"}'.encode()) == "帖子".encode()
-    for value in (b"", b"[]", b'{"post_id": 7}', b'{"post_id": null}', b"\xff", b'{"event_id": "e"}'):
-        assert record_key(value) is None, value
