@@ -34,10 +34,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import NewTopic
 
 from streams.devtools.mmdbbuild import build_synthetic_db
+from streams.runtime.kafka import connection_from_env
 from streams.testing import free_port, user_cache_dir
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -182,7 +183,7 @@ def gen_events(
 
 
 async def create_topics(bootstrap: str, topics: dict[str, int]) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = connection_from_env(bootstrap).admin()
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -205,7 +206,7 @@ async def create_topics(bootstrap: str, topics: dict[str, int]) -> None:
 
 async def delete_run_topics(bootstrap: str, run_id: str) -> None:
     """Every topic of one harness run (inputs, outputs, the workers' internal topics)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = connection_from_env(bootstrap).admin()
     await admin.start()
     try:
         ours = [t for t in await admin.list_topics() if t.startswith(f"bench-{run_id}")]
@@ -216,7 +217,7 @@ async def delete_run_topics(bootstrap: str, run_id: str) -> None:
 
 
 async def group_is_stable(bootstrap: str, group: str) -> bool:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = connection_from_env(bootstrap).admin()
     await admin.start()
     try:
         for resp in await admin.describe_consumer_groups([group]):
@@ -233,8 +234,7 @@ async def produce(
     bootstrap: str, topic: str, events: Iterator[tuple[bytes, bytes]], rate: float | None = None
 ) -> int:
     """Produce *events*; at *rate* events/s if given (in 10 ms slices, so the rate is smooth enough)."""
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
+    producer = connection_from_env(bootstrap).producer(
         linger_ms=5,
         max_batch_size=512 * 1024,
         acks=1,
@@ -289,8 +289,7 @@ async def end_offsets(consumer: AIOKafkaConsumer, topics: Sequence[str]) -> int:
 
 async def read_all(bootstrap: str, topic: str, on_record: Any) -> int:
     """Read *topic* from the beginning to its current end, calling on_record(key, value, ts) for each."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
+    consumer = connection_from_env(bootstrap).consumer(
         enable_auto_commit=False,
         fetch_max_bytes=16 << 20,
         max_partition_fetch_bytes=8 << 20,
@@ -333,9 +332,8 @@ async def child_loop(args: argparse.Namespace) -> None:
 
         reader = geoip2.database.Reader(str(args.db))
         not_found = geoip2.errors.AddressNotFoundError
-    consumer = AIOKafkaConsumer(
+    consumer = connection_from_env(args.bootstrap).consumer(
         args.in_topic,
-        bootstrap_servers=args.bootstrap,
         group_id=args.group,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -343,8 +341,8 @@ async def child_loop(args: argparse.Namespace) -> None:
         fetch_max_bytes=16 << 20,
     )
     # acks=all like Faust's default, so the comparison is about the client path, not durability settings.
-    producer = AIOKafkaProducer(
-        bootstrap_servers=args.bootstrap, acks="all", linger_ms=5, max_batch_size=256 * 1024
+    producer = connection_from_env(args.bootstrap).producer(
+        acks="all", linger_ms=5, max_batch_size=256 * 1024
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -481,7 +479,7 @@ async def run_mode(
 
     producer_task: asyncio.Task[int] | None = None
     profiler: subprocess.Popen[bytes] | None = None
-    watch = AIOKafkaConsumer(bootstrap_servers=args.bootstrap)
+    watch = connection_from_env(args.bootstrap).consumer()
     await watch.start()
     out_topics = [mode.out_topic] + ([mode.dlq_topic] if mode.dlq_topic else [])
     try:

@@ -39,7 +39,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from aiokafka import AIOKafkaConsumer
 from prometheus_client.parser import text_string_to_metric_families
 
 from streams.cli.errors import EXIT_FAILED, CommandError
@@ -47,6 +46,7 @@ from streams.devtools import localkafka
 from streams.devtools.simulate import TZ_CN, rfc3339
 from streams.pipeline.countries import COUNTRIES
 from streams.pipeline.territory import CHINA, DIVISIONS, UNKNOWN
+from streams.runtime.kafka import KafkaConnection
 from streams.testing import free_port
 
 WINDOW_S = 10  # simulated seconds per event-time window
@@ -310,11 +310,12 @@ def _posts(posts: Sequence[tuple[str, int]], n: int = 3) -> str:
     return ", ".join(f"{p} ({c})" for p, c in posts[:n]) or "-"
 
 
-async def follow_bursts(bootstrap: str, topic: str, bursts: Bursts, stop: asyncio.Event) -> None:
+async def follow_bursts(
+    kafka: KafkaConnection | str, topic: str, bursts: Bursts, stop: asyncio.Event
+) -> None:
     """Read the bursts topic from its start (it is this run's own topic) until ``stop``."""
-    consumer = AIOKafkaConsumer(
+    consumer = KafkaConnection.of(kafka).consumer(
         topic,
-        bootstrap_servers=bootstrap,
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",

@@ -1,4 +1,8 @@
-"""Small Kafka admin helpers shared by the app, the local-broker script and the tests."""
+"""Small Kafka admin helpers shared by the app, the local-broker script and the tests.
+
+Each takes a :class:`~streams.runtime.kafka.KafkaConnection`; a plain ``host:port`` string means a PLAINTEXT
+development broker (``shudi kafka start``, the test broker).
+"""
 
 from __future__ import annotations
 
@@ -9,20 +13,22 @@ from collections.abc import Mapping
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
+from streams.runtime.kafka import KafkaConnection
+
 __all__ = ["create_topics", "probe", "wait_ready"]
 
 # Short request timeout: a probe against a port with nothing behind it should fail fast.
 _PROBE_TIMEOUT_MS = 3000
 
 
-async def probe(bootstrap: str, *, warm_group_coordinator: bool = False) -> None:
+async def probe(kafka: KafkaConnection | str, *, warm_group_coordinator: bool = False) -> None:
     """One metadata round trip; raises if the cluster does not answer.
 
     With ``warm_group_coordinator`` it also asks for a group coordinator, which makes the broker
     create ``__consumer_offsets``; otherwise the first consumer group of a fresh broker logs
     GroupCoordinatorNotAvailableError while that topic is being created.
     """
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=_PROBE_TIMEOUT_MS)
+    admin = KafkaConnection.of(kafka).admin(request_timeout_ms=_PROBE_TIMEOUT_MS)
     try:
         await admin.start()
         cluster = await admin.describe_cluster()
@@ -35,23 +41,24 @@ async def probe(bootstrap: str, *, warm_group_coordinator: bool = False) -> None
 
 
 # The name `timeout` is the agreed API (tests and the app call wait_ready(bootstrap, timeout)).
-async def wait_ready(bootstrap: str, timeout: float = 120.0) -> None:  # noqa: ASYNC109
+async def wait_ready(kafka: KafkaConnection | str, timeout: float = 120.0) -> None:  # noqa: ASYNC109
     """Poll until a metadata request (and group-coordinator lookup) succeeds, or raise TimeoutError."""
     deadline = time.monotonic() + timeout
     last: BaseException | None = None
     while time.monotonic() < deadline:
         try:
-            await probe(bootstrap, warm_group_coordinator=True)
+            await probe(kafka, warm_group_coordinator=True)
         except (TimeoutError, KafkaError, OSError) as exc:
             last = exc
             await asyncio.sleep(0.5)
         else:
             return
-    raise TimeoutError(f"Kafka at {bootstrap} not ready after {timeout:.0f}s (last error: {last!r})")
+    where = KafkaConnection.of(kafka).describe()
+    raise TimeoutError(f"Kafka ({where}) not ready after {timeout:.0f}s (last error: {last!r})")
 
 
 async def create_topics(
-    bootstrap: str,
+    kafka: KafkaConnection | str,
     topics: Mapping[str, int],
     config: Mapping[str, Mapping[str, str]] | None = None,
     replication_factor: int = 1,
@@ -67,7 +74,7 @@ async def create_topics(
         NewTopic(name, partitions, replication_factor, topic_configs=dict(config.get(name, {})))
         for name, partitions in topics.items()
     ]
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = KafkaConnection.of(kafka).admin()
     try:
         await admin.start()
         response = await admin.create_topics(new, timeout_ms=timeout_ms)
