@@ -84,7 +84,8 @@ def read_lines(path: Path) -> Iterable[bytes]:
 
 async def send_jsonl(settings: Settings, path: Path, topic: str, *, rate: float = 0.0) -> int:
     kafka = KafkaConnection.from_settings(settings)
-    return await produce_lines(kafka, topic, read_lines(path), rate=rate, progress=True)
+    with quiet_kafka_logs():  # a refused produce raises, and `send` reports it in one line
+        return await produce_lines(kafka, topic, read_lines(path), rate=rate, progress=True)
 
 
 @click.command()
@@ -97,7 +98,7 @@ def send(file: Path, topic: str | None, rate: float) -> None:
     Each line is sent as it is; the key is the line's post_id when it has one (bad lines are sent too, so
     that the worker's dead-letter path can be tried).
     """
-    from aiokafka.errors import KafkaError
+    from aiokafka.errors import KafkaError, TopicAuthorizationFailedError
 
     from streams.cli.errors import EXIT_FAILED, CommandError, settings_or_exit
 
@@ -106,6 +107,11 @@ def send(file: Path, topic: str | None, rate: float) -> None:
         sent = asyncio.run(send_jsonl(settings, file, topic or settings.input_topic, rate=rate))
     except KafkaConnectionError as exc:
         raise CommandError(str(exc), EXIT_FAILED) from None
+    except TopicAuthorizationFailedError:
+        who = KafkaConnection.from_settings(settings).identity()
+        raise CommandError(
+            f"Kafka denies {who} WRITE on topic {topic or settings.input_topic!r}", EXIT_FAILED
+        ) from None
     except KafkaError as exc:
         raise CommandError(
             f"producing to {topic or settings.input_topic} failed: {type(exc).__name__}: {exc}", EXIT_FAILED

@@ -344,7 +344,7 @@ def simulate(
     kafka = KafkaConnection.from_settings(settings)
     if broker:
         kafka = kafka.with_bootstrap(broker)  # other brokers, the same TLS/SASL settings
-    from aiokafka.errors import KafkaError
+    from aiokafka.errors import KafkaError, TopicAuthorizationFailedError
 
     result: ProduceResult | None = None
     try:
@@ -353,6 +353,8 @@ def simulate(
         )
     except KafkaConnectionError as exc:
         raise CommandError(str(exc), EXIT_FAILED) from None
+    except TopicAuthorizationFailedError:
+        raise CommandError(f"Kafka denies {kafka.identity()} WRITE on topic {topic!r}", EXIT_FAILED) from None
     except (KafkaError, OSError) as exc:
         raise CommandError(
             f"producing to {topic} ({kafka.describe()}) failed: {type(exc).__name__}: {exc}", EXIT_FAILED

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
 from streams.runtime.kafka import KafkaConnection
 
-__all__ = ["create_topics", "probe", "wait_ready"]
+__all__ = ["create_acls", "create_topics", "delete_acls", "probe", "wait_ready"]
 
 # Short request timeout: a probe against a port with nothing behind it should fail fast.
 _PROBE_TIMEOUT_MS = 3000
@@ -105,3 +105,55 @@ async def _wait_for_leaders(admin: AIOKafkaAdminClient, topics: Mapping[str, int
         if time.monotonic() > deadline:
             raise TimeoutError(f"topics still without partition leaders: {sorted(missing)}")
         await asyncio.sleep(0.2)
+
+
+# --- ACLs (the local secured broker, the least-privilege tests) ---------------------------------------------
+
+_RESOURCE_TYPES = {"topic": 2, "group": 3, "cluster": 4}
+_LITERAL = 3
+_ALLOW = 3
+
+
+async def create_acls(
+    kafka: KafkaConnection | str, principal: str, rules: Iterable[tuple[str, str, int]], host: str = "*"
+) -> None:
+    """ALLOW ``principal`` (``User:name``) each ``(resource type, literal name, operation code)`` rule."""
+    from aiokafka.protocol.admin import CreateAclsRequest
+
+    admin = KafkaConnection.of(kafka).admin()
+    try:
+        await admin.start()
+        for resource, name, operation in rules:
+            request = CreateAclsRequest(
+                _RESOURCE_TYPES[resource], name, _LITERAL, principal, host, operation, _ALLOW
+            )
+            response = await admin._send_request(request)
+            for code, message in response.creation_responses:
+                if code:
+                    raise for_code(code)(f"creating ACL {resource}:{name} op {operation}: {message}")
+    finally:
+        await admin.close()
+
+
+async def delete_acls(
+    kafka: KafkaConnection | str, principal: str, rules: Iterable[tuple[str, str, int]], host: str = "*"
+) -> int:
+    """Delete the ALLOW rules :func:`create_acls` made; returns how many ACLs the brokers removed."""
+    from aiokafka.protocol.admin import DeleteAclsRequest
+
+    admin = KafkaConnection.of(kafka).admin()
+    removed = 0
+    try:
+        await admin.start()
+        for resource, name, operation in rules:
+            request = DeleteAclsRequest(
+                _RESOURCE_TYPES[resource], name, _LITERAL, principal, host, operation, _ALLOW
+            )
+            response = await admin._send_request(request)
+            for code, message, matching in response.filter_responses:
+                if code:
+                    raise for_code(code)(f"deleting ACL {resource}:{name} op {operation}: {message}")
+                removed += len(matching)
+    finally:
+        await admin.close()
+    return removed

@@ -252,30 +252,33 @@ async def explain_failure(conn: KafkaConnection, exc: BaseException) -> str:
     """One line saying why ``conn`` failed with ``exc``: bad credentials, an untrusted or mismatching
     certificate, a refused client certificate, or brokers that cannot be reached.
 
-    aiokafka reports TLS problems only as "Unable to bootstrap", so for those this repeats the TLS
-    handshake with the first bootstrap server to find the reason.
+    aiokafka reports a failed TLS handshake or SASL login only as "Unable to bootstrap" (the reason goes to
+    its log), so for those this repeats the TLS handshake and the login with the first bootstrap server to
+    find the reason.
     """
     from aiokafka import errors
 
     where = conn.describe()
-    text = str(exc)
     if isinstance(exc, KafkaConnectionError):
         return str(exc)
+    if isinstance(exc, errors.KafkaConnectionError) and "bootstrap" in str(exc):
+        if conn.tls:
+            reason = await _tls_handshake_problem(conn)
+            if reason is not None:
+                return f"{reason} ({where})"
+        exc = await _login_problem(conn) or exc
+    text = str(exc)
     if isinstance(exc, errors.SaslAuthenticationFailed | errors.IllegalSaslStateError) or (
         "authentication" in text.lower() and conn.sasl
     ):
         return (
             f"Kafka refused the credentials of {conn.identity()} ({conn.security_protocol} to "
-            f"{conn.bootstrap}): wrong user name or password? ({_first_line(text)})"
+            f"{conn.bootstrap}): wrong user name or password ({_first_line(text)})"
         )
     if isinstance(exc, errors.UnsupportedSaslMechanismError):
         return f"the brokers do not offer SASL mechanism {conn.sasl_mechanism} ({where})"
     if isinstance(exc, TimeoutError):
         return f"no answer from Kafka within the timeout ({where})"
-    if conn.tls:
-        reason = await _tls_handshake_problem(conn)
-        if reason is not None:
-            return f"{reason} ({where})"
     if isinstance(exc, errors.KafkaError | OSError):
         return f"cannot connect to Kafka ({where}): {_first_line(text) or type(exc).__name__}"
     return f"Kafka client failed ({where}): {type(exc).__name__}: {_first_line(text)}"
@@ -318,6 +321,22 @@ async def _tls_handshake_problem(conn: KafkaConnection, timeout: float = 10.0) -
         return f"TLS handshake with {host}:{port} failed: {reason}"
     except (OSError, TimeoutError):
         return None
+    return None
+
+
+async def _login_problem(conn: KafkaConnection) -> BaseException | None:
+    """The exception one connection (with its SASL login) to the first bootstrap server raises, if any."""
+    from aiokafka.conn import create_conn
+
+    host, _, port = conn.bootstrap_servers[0].rpartition(":")
+    options = conn.client_options()
+    del options["bootstrap_servers"]
+    try:
+        async with asyncio.timeout(10):
+            connection = await create_conn(host, int(port), **options)
+    except Exception as exc:  # noqa: BLE001 -- it is what we are looking for
+        return exc
+    connection.close()
     return None
 
 
