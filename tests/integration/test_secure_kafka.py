@@ -157,6 +157,7 @@ def chart_overrides(uid: str, bootstrap: str, **kafka: Any) -> dict[str, Any]:
             "bursts_topic": f"territory.bursts-{uid}",
         },
         "kafka": {"bootstrapServers": bootstrap, **kafka},
+        "keda": {"minReplicaCount": 1, "maxReplicaCount": 4},
     }
 
 
