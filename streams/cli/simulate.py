@@ -352,7 +352,7 @@ def simulate(
             produce_simulation(sim, kafka, topic, duration=duration, limit=max_events, progress=progress)
         )
     except KafkaConnectionError as exc:
-        raise CommandError(str(exc), EXIT_FAILED) from None
+        raise CommandError(f"producing to {topic} at {kafka.bootstrap} failed: {exc}", EXIT_FAILED) from None
     except TopicAuthorizationFailedError:
         raise CommandError(f"Kafka denies {kafka.identity()} WRITE on topic {topic!r}", EXIT_FAILED) from None
     except (KafkaError, OSError) as exc:
