@@ -79,10 +79,10 @@ class SecureSetup:
     def scram(
         self, user: str, password: str | None = None, mechanism: str = "SCRAM-SHA-512"
     ) -> KafkaConnection:
-        return KafkaConnection(
-            bootstrap_servers=(self.sasl_bootstrap,),
+        return KafkaConnection.to(
+            self.sasl_bootstrap,
             security_protocol="SASL_SSL",
-            sasl_mechanism=mechanism,  # type: ignore[arg-type]
+            sasl_mechanism=mechanism,
             sasl_username=user,
             sasl_password=SecretStr(self.password(user) if password is None else password),
             ssl_cafile=self.ca_file,
@@ -90,8 +90,8 @@ class SecureSetup:
 
     def mutual_tls(self, user: str) -> KafkaConnection:
         d = self.tls_user_dir(user)
-        return KafkaConnection(
-            bootstrap_servers=(self.ssl_bootstrap,),
+        return KafkaConnection.to(
+            self.ssl_bootstrap,
             security_protocol="SSL",
             ssl_cafile=self.ca_file,
             ssl_certfile=d / "user.crt",

@@ -86,9 +86,14 @@ class KafkaConnection:
         )
 
     @classmethod
+    def to(cls, bootstrap: str, **security: Any) -> KafkaConnection:
+        """A connection to the ``host:port[,host:port…]`` brokers with the given security fields."""
+        return cls(bootstrap_servers=_split(bootstrap), **security)
+
+    @classmethod
     def plaintext(cls, bootstrap: str) -> KafkaConnection:
         """An unauthenticated connection: the local development broker (``shudi kafka start``) and tests."""
-        return cls(bootstrap_servers=_split(bootstrap))
+        return cls.to(bootstrap)
 
     @classmethod
     def of(cls, target: KafkaConnection | str) -> KafkaConnection:
