@@ -409,7 +409,12 @@ def start(
             if throwaway:
                 shutil.rmtree(data_dir, ignore_errors=True)
             raise BrokerError(f"SSL port 127.0.0.1:{ssl_port} is already in use")
-        setup = make_secure_setup(data_dir / "secure", port, ssl_port, scram_users, tls_users)
+        try:
+            setup = make_secure_setup(data_dir / "secure", port, ssl_port, scram_users, tls_users)
+        except RuntimeError as exc:
+            if throwaway:
+                shutil.rmtree(data_dir, ignore_errors=True)
+            raise BrokerError(str(exc)) from None
     props_path.write_text(_server_properties(port, controller_port, log_dir, setup))
     props_path.chmod(0o600)  # a secured broker's file holds the PLAIN users' passwords
     log4j = data_dir / "log4j2.properties"

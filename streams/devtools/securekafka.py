@@ -192,6 +192,12 @@ def make_secure_setup(
     """Write a throwaway CA, the broker's certificate, each TLS user's certificate and each SCRAM user's
     password under ``root``; a ``root`` that already holds them (a kept data directory) is reused."""
     setup = SecureSetup(root, sasl_port, ssl_port, tuple(scram_users), tuple(tls_users))
+    try:
+        import cryptography  # noqa: F401
+    except ImportError:
+        raise RuntimeError(
+            "a secured broker needs the `cryptography` package for its certificates: pip install 'shudi[dev]'"
+        ) from None
     marker = root / "setup.json"
     if marker.exists() and json.loads(marker.read_text()) == setup.to_json():
         return setup
