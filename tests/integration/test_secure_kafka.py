@@ -90,6 +90,41 @@ def run_command(
     return proc.returncode, proc.stderr, time.monotonic() - t0
 
 
+def run_commands(
+    commands: dict[str, list[str]], env: dict[str, str], timeout: float = FAIL_WITHIN_S
+) -> dict[str, tuple[int, str, float]]:
+    """Several ``shudi`` commands at once (independent of each other): exit code, stderr, seconds of each."""
+    full = {k: v for k, v in os.environ.items() if not k.startswith("SHUDI_")} | env
+    t0 = time.monotonic()
+    procs = {
+        name: subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", *args],
+            env=full,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name, args in commands.items()
+    }
+    results: dict[str, tuple[int, str, float]] = {}
+    try:
+        for name, proc in procs.items():
+            try:
+                _, err = proc.communicate(timeout=max(0.1, t0 + timeout - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                _, err = proc.communicate()
+                raise AssertionError(f"`shudi {name}` still running after {timeout:.0f}s:\n{err}") from None
+            results[name] = (proc.returncode, err, time.monotonic() - t0)
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return results
+
+
 def last_line(text: str) -> str:
     lines = [line for line in text.strip().splitlines() if line.strip()]
     return lines[-1] if lines else ""
@@ -339,7 +374,7 @@ def test_bad_credentials_or_trust_stop_every_command(
         env[name] = value.replace("<other-ca>", str(other_ca)).replace("<port>", str(setup.sasl_port))
     if "SHUDI_SASL_PASSWORD" in changes:
         del env["SHUDI_SASL_PASSWORD_FILE"]
-    results = {name: run_command(args, env) for name, args in commands.items()}
+    results = run_commands(commands, env)
     wrong = {
         name: (code, last_line(err))
         for name, (code, err, _) in results.items()
