@@ -90,23 +90,36 @@ _UNKNOWN_TOPIC = errors.UnknownTopicOrPartitionError.errno
 _UNKNOWN_OPERATIONS = -(2**31)  # "not reported"
 
 
-async def prepare_cluster(settings: Settings, timeout: float = 25.0) -> None:  # noqa: ASYNC109
+async def prepare_cluster(
+    settings: Settings,
+    connect_timeout: float = 25.0,
+    setup_timeout: float = 120.0,
+) -> None:
     """Connect, create missing topics, and check every right the worker needs; raise
-    :class:`KafkaConnectionError` (or :class:`KafkaAccessError`) with one line naming the problem."""
+    :class:`KafkaConnectionError` (or :class:`KafkaAccessError`) with one line naming the problem.
+
+    Connecting (TLS handshake, SASL login, first metadata) must succeed within ``connect_timeout``, so bad
+    credentials or trust stop a worker within 30 s; creating topics on a busy cluster may take longer."""
     conn = KafkaConnection.from_settings(settings)
     with quiet_kafka_logs():
         admin = conn.admin(request_timeout_ms=10_000)
         try:
-            async with asyncio.timeout(timeout):
-                try:
+            try:
+                async with asyncio.timeout(connect_timeout):
                     await admin.start()
-                except Exception as exc:  # noqa: BLE001 -- explained in one line below
-                    raise KafkaConnectionError(await explain_failure(conn, exc)) from None
-                await _ensure_topics_and_rights(admin, conn, settings)
-        except TimeoutError:
-            raise KafkaConnectionError(
-                f"Kafka did not answer within {timeout:.0f}s ({conn.describe()})"
-            ) from None
+            except TimeoutError:
+                raise KafkaConnectionError(
+                    f"Kafka did not answer within {connect_timeout:.0f}s ({conn.describe()})"
+                ) from None
+            except Exception as exc:  # noqa: BLE001 -- explained in one line
+                raise KafkaConnectionError(await explain_failure(conn, exc)) from None
+            try:
+                async with asyncio.timeout(setup_timeout):
+                    await _ensure_topics_and_rights(admin, conn, settings)
+            except TimeoutError:
+                raise KafkaConnectionError(
+                    f"checking and creating the topics took over {setup_timeout:.0f}s ({conn.describe()})"
+                ) from None
         finally:
             await admin.close()
 
