@@ -5,7 +5,7 @@ environment the chart's production values render (the Deployment's ConfigMap and
 volumes materialised as local files), with exactly the ACLs of the README's production checklist
 (:func:`streams.runtime.access.required_acls`). Each missing ACL, bad credentials and an untrusted or
 mismatching certificate must stop ``shudi worker``, ``send`` and ``simulate`` within 30 s, in one line
-naming the cause, with a non-zero exit.
+naming the cause, with a non-zero exit; a right revoked while the worker runs stops it too.
 """
 
 from __future__ import annotations
@@ -24,6 +24,9 @@ from typing import Any
 import pytest
 import yaml
 
+from streams.cli.send import produce_lines
+from streams.devtools.mmdbbuild import sample_ips
+from streams.devtools.sample import sample_events
 from streams.devtools.securekafka import SecureSetup, write_ca
 from streams.runtime.access import Acl, Operation, required_acls
 from streams.runtime.admin import create_acls, create_topics, delete_acls
@@ -419,3 +422,59 @@ def test_send_and_simulate_produce_over_tls(
     assert code == 0, err
     records = asyncio.run(read_topics(setup.admin(), [input_topic], until=200, timeout=60, settle=1))
     assert len(records) == 200
+
+
+# --- a right revoked while the worker runs ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("revoked", "exit_codes", "logged"),
+    [
+        # The enrichment loop: its produce is refused, the loop is fatal (exit 70, cli.errors.EXIT_FATAL).
+        ("enriched-write", {70}, "TopicAuthorizationFailedError"),
+        # Faust's counting agent: its consumer may no longer read the counts; Faust crashes the worker.
+        ("counts-read", {1, 70}, "TopicAuthorizationFailedError"),
+    ],
+    ids=["enriched-write", "counts-read"],
+)
+def test_a_right_revoked_while_running_stops_the_worker(
+    secure_kafka: SecureSetup,
+    revoked: str,
+    exit_codes: set[int],
+    logged: str,
+    uid: str,
+    tmp_path: Path,
+    demo_db: Path,
+) -> None:
+    """Never a live worker that silently stops working: it exits non-zero within 60 s, the log naming it."""
+    setup = secure_kafka
+    env = {**setup.scram_env("shudi-acl"), **app_settings(uid, demo_db)}
+    settings = load_settings(env)
+    precreate_topics(setup, env)
+    acls = required_acls(settings)
+    grant(setup, "User:shudi-acl", acls)
+    target = {
+        "enriched-write": Acl("topic", settings.enriched_topic, Operation.WRITE, ""),
+        "counts-read": Acl("topic", settings.counts_topic, Operation.READ, ""),
+    }[revoked]
+    worker_proc = WorkerProcess.configure(tmp_path, "worker", env)
+    worker_proc.start()
+    try:
+        worker_proc.wait_ready()
+        assert asyncio.run(delete_acls(setup.admin(), "User:shudi-acl", rules([target]))) == 1
+        ips = sample_ips(demo_db, None, n=50, seed=5)
+        events = (e.value for e in sample_events(ips, 500, bad_fraction=0.0, seed=6))
+        asyncio.run(produce_lines(setup.admin(), settings.input_topic, events))
+        assert worker_proc.proc is not None
+        try:
+            code = worker_proc.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"worker still running 60 s after {target} was revoked:\n{worker_proc.log()[-3000:]}"
+            ) from None
+    finally:
+        worker_proc.stop()
+        grant(setup, "User:shudi-acl", [target])
+    assert code in exit_codes, worker_proc.log()[-3000:]
+    assert logged in worker_proc.log()
+    assert target.name in worker_proc.log()
