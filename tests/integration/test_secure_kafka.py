@@ -29,7 +29,7 @@ from streams.devtools.mmdbbuild import sample_ips
 from streams.devtools.sample import sample_events
 from streams.devtools.securekafka import SecureSetup, write_ca
 from streams.runtime.access import Acl, Operation, required_acls
-from streams.runtime.admin import create_acls, create_topics, delete_acls
+from streams.runtime.admin import create_acls, create_topics, delete_acls, probe
 from streams.runtime.topics import topic_plan
 from streams.settings import load_settings
 from streams.testing import WorkerProcess, read_topics
@@ -478,3 +478,8 @@ def test_a_right_revoked_while_running_stops_the_worker(
     assert code in exit_codes, worker_proc.log()[-3000:]
     assert logged in worker_proc.log()
     assert target.name in worker_proc.log()
+
+
+@pytest.mark.parametrize("mechanism", ["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"])
+def test_every_sasl_mechanism_logs_in(secure_kafka: SecureSetup, mechanism: str) -> None:
+    asyncio.run(probe(secure_kafka.scram("admin", mechanism=mechanism)))
