@@ -39,10 +39,11 @@ from streams.runtime.counting import changelog_topics
 from streams.runtime.kafka import connection_from_env
 from streams.runtime.topics import ensure_topics
 from streams.settings import load_settings
-from streams.testing import WorkerProcess, free_port, metric_value
+from streams.testing import WorkerProcess, free_port, metric_value, run_settings
 
 T0 = 1_780_000_000  # a multiple of every window size used here
 LATENESS_S = 5
+SETTLE_S = 5.0  # changelog records leave Faust's producer buffer after the state changed: wait for them
 
 
 @dataclass(frozen=True)
@@ -80,28 +81,21 @@ class Plan:
 
 
 def settings_env(bootstrap: str, uid: str, db: Path, plan: Plan) -> dict[str, str]:
-    return {
-        "SHUDI_BROKER": bootstrap,
-        "SHUDI_APP_ID": f"bench-counting-{uid}",
-        "SHUDI_INPUT_TOPIC": f"comments-{uid}",
-        "SHUDI_ENRICHED_TOPIC": f"comments.enriched-{uid}",
-        "SHUDI_DLQ_TOPIC": f"comments.dlq-{uid}",
-        "SHUDI_COUNTS_TOPIC": f"territory.counts-{uid}",
-        "SHUDI_BURSTS_TOPIC": f"territory.bursts-{uid}",
-        "SHUDI_PARTITIONS": str(plan.partitions),
+    return run_settings(bootstrap, f"bench-counting-{uid}", partitions=plan.partitions) | {
         "SHUDI_GEOIP_DB": str(db),
         "SHUDI_WINDOW_S": str(plan.window_s),
         "SHUDI_ALLOWED_LATENESS_S": str(LATENESS_S),
         "SHUDI_DETECTOR_WARMUP_WINDOWS": "10",
-        "SHUDI_LOG_LEVEL": "warning",
     }
 
 
-async def end_offsets(bootstrap: str, topics: list[str]) -> int:
+async def end_offsets(bootstrap: str, topics: list[str], partitions: int) -> int:
+    """Records written to ``topics`` so far (each has ``partitions`` partitions: the worker made them)."""
     consumer = connection_from_env(bootstrap).consumer()
     await consumer.start()
     try:
-        tps = [TopicPartition(t, p) for t in topics for p in (consumer.partitions_for_topic(t) or set())]
+        tps = [TopicPartition(t, p) for t in topics for p in range(partitions)]
+        consumer.assign(tps)  # an assigned consumer stops cleanly (a bare one raised CancelledError)
         return sum((await consumer.end_offsets(tps)).values())
     finally:
         await consumer.stop()
@@ -213,7 +207,8 @@ def main(
         worker.wait_ready()
         closes = asyncio.run(play(bootstrap, settings.counts_topic, plan, window_wall_s))
         closed = wait_closed(worker, len(closes), timeout=60)
-        records = asyncio.run(end_offsets(bootstrap, changelog_topics(settings)))
+        time.sleep(SETTLE_S)
+        records = asyncio.run(end_offsets(bootstrap, changelog_topics(settings), partitions))
         bursts = asyncio.run(read_bursts(bootstrap, settings.bursts_topic))
         started = [e for e in bursts if e["kind"] == "started"]
         delays = []
@@ -236,7 +231,8 @@ def main(
         target = before_closed + catch_up_windows * partitions
         seen = wait_closed(worker, target, timeout=600)
         took = time.monotonic() - began
-        records = asyncio.run(end_offsets(bootstrap, changelog_topics(settings))) - before_records
+        time.sleep(SETTLE_S)
+        records = asyncio.run(end_offsets(bootstrap, changelog_topics(settings), partitions)) - before_records
         click.echo(
             f"catch-up of {catch_up_windows} windows: {seen - before_closed:.0f} closes "
             f"(all partitions) in {took:.2f} s = {(seen - before_closed) / took:,.0f} windows closed/s, "

@@ -8,26 +8,10 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import click
-import msgspec
 
+from streams.pipeline.events import post_id_key
 from streams.runtime.kafka import KafkaConnection, KafkaConnectionError, explain_failure, quiet_kafka_logs
 from streams.settings import Settings
-
-
-class _Keyed(msgspec.Struct):
-    post_id: str | None = None
-
-
-_key_decoder = msgspec.json.Decoder(_Keyed)
-
-
-def key_for(line: bytes) -> bytes | None:
-    """The line's post_id, the key the worker would use; None for lines that are not a comment."""
-    try:
-        post_id = _key_decoder.decode(line).post_id
-    except (msgspec.DecodeError, UnicodeDecodeError):
-        return None
-    return post_id.encode() if isinstance(post_id, str) else None
 
 
 async def produce_lines(
@@ -54,7 +38,7 @@ async def produce_lines(
     try:
         pending = []
         for line in lines:
-            pending.append(await producer.send(topic, line, key=key_for(line)))
+            pending.append(await producer.send(topic, line, key=post_id_key(line)))
             sent += 1
             if rate > 0 and sent % max(1, int(rate / 20)) == 0:
                 # pace in small steps so the stream is smooth at any rate

@@ -22,7 +22,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -44,7 +43,7 @@ from streams.devtools.securekafka import (
 )
 from streams.runtime.admin import probe
 from streams.runtime.kafka import KafkaConnection
-from streams.testing import free_port, user_cache_dir
+from streams.testing import free_port, port_in_use, user_cache_dir
 
 __all__ = [
     "KAFKA_VERSION",
@@ -262,12 +261,6 @@ def _ask(kafka: KafkaConnection | str, timeout: float, warm_group_coordinator: b
         asyncio.run(asyncio.wait_for(check, timeout))
 
 
-def _port_in_use(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.settimeout(0.5)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
 def _state_path(port: int) -> Path:
     return cache_root() / "run" / f"broker-{port}.json"
 
@@ -379,7 +372,7 @@ def start(
     :mod:`streams.devtools.securekafka`; ``scram_users`` and ``tls_users`` are the clients made for it).
     Must not be called from inside a running event loop (it uses ``asyncio.run``).
     """
-    if _port_in_use(port):
+    if port_in_use(port):
         raise BrokerError(f"127.0.0.1:{port} is already in use (a broker already running? try `status`)")
     java = _java()
     jars = ensure_jars()
@@ -396,31 +389,54 @@ def start(
     if controller_port is None:
         # A kept data dir remembers its controller address in the quorum state; reuse it.
         controller_port = (_previous_controller_port(props_path) if formatted else None) or free_port()
-    if _port_in_use(controller_port):
+    if port_in_use(controller_port):
         if throwaway:
             shutil.rmtree(data_dir, ignore_errors=True)
         raise BrokerError(f"controller port 127.0.0.1:{controller_port} is already in use")
 
-    setup: SecureSetup | None = None
-    if secure:
-        if ssl_port is None:
-            ssl_port = free_port()
-        if _port_in_use(ssl_port):
-            if throwaway:
-                shutil.rmtree(data_dir, ignore_errors=True)
-            raise BrokerError(f"SSL port 127.0.0.1:{ssl_port} is already in use")
-        try:
-            setup = make_secure_setup(data_dir / "secure", port, ssl_port, scram_users, tls_users)
-        except RuntimeError as exc:
-            if throwaway:
-                shutil.rmtree(data_dir, ignore_errors=True)
-            raise BrokerError(str(exc)) from None
+    setup = _secure_setup(data_dir, throwaway, port, ssl_port, scram_users, tls_users) if secure else None
     props_path.write_text(_server_properties(port, controller_port, log_dir, setup))
     props_path.chmod(0o600)  # a secured broker's file holds the PLAIN users' passwords
+    jvm = _jvm_command(java, heap, jars, data_dir)
+    if not formatted:
+        _format_storage(jvm, props_path, data_dir, throwaway, setup.format_args() if setup else [])
+    t0 = time.monotonic()
+    broker = _launch(jvm, port, controller_port, data_dir, throwaway, setup)
+    _wait_ready(broker, t0 + wait_s, wait_s)
+    broker.startup_s = time.monotonic() - t0
+    return broker
+
+
+def _secure_setup(
+    data_dir: Path,
+    throwaway: bool,
+    port: int,
+    ssl_port: int | None,
+    scram_users: tuple[str, ...],
+    tls_users: tuple[str, ...],
+) -> SecureSetup:
+    """The certificates, passwords and users of a secured broker, under ``data_dir/secure``."""
+    if ssl_port is None:
+        ssl_port = free_port()
+    try:
+        if port_in_use(ssl_port):
+            raise BrokerError(f"SSL port 127.0.0.1:{ssl_port} is already in use")
+        try:
+            return make_secure_setup(data_dir / "secure", port, ssl_port, scram_users, tls_users)
+        except RuntimeError as exc:
+            raise BrokerError(str(exc)) from None
+    except BrokerError:
+        if throwaway:
+            shutil.rmtree(data_dir, ignore_errors=True)
+        raise
+
+
+def _jvm_command(java: str, heap: str, jars: Path, data_dir: Path) -> list[str]:
+    """``java`` with the broker's heap, logging configuration (written to ``data_dir``) and classpath."""
     log4j = data_dir / "log4j2.properties"
     log4j.write_text(_LOG4J2)
     classpath = f"{jars}{os.sep}*"
-    jvm = [
+    return [
         java,
         f"-Xmx{heap}",
         "-XX:+ExitOnOutOfMemoryError",
@@ -430,27 +446,35 @@ def start(
         classpath,
     ]
 
-    log_path = data_dir / "server.log"
-    if not formatted:
-        fmt = subprocess.run(
-            [
-                *jvm,
-                *("kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(props_path)),
-                *(setup.format_args() if setup is not None else ()),
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if fmt.returncode != 0:
-            if throwaway:
-                shutil.rmtree(data_dir, ignore_errors=True)
-            raise BrokerError(f"formatting Kafka storage failed:\n{fmt.stdout}{fmt.stderr}")
 
-    t0 = time.monotonic()
-    with log_path.open("ab") as log:
+def _format_storage(
+    jvm: list[str], props_path: Path, data_dir: Path, throwaway: bool, extra: list[str]
+) -> None:
+    """``StorageTool format``; ``extra``: e.g. the ``--add-scram`` users of a secured broker."""
+    fmt = subprocess.run(
+        [*jvm, "kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(props_path), *extra],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if fmt.returncode != 0:
+        if throwaway:
+            shutil.rmtree(data_dir, ignore_errors=True)
+        raise BrokerError(f"formatting Kafka storage failed:\n{fmt.stdout}{fmt.stderr}")
+
+
+def _launch(
+    jvm: list[str],
+    port: int,
+    controller_port: int,
+    data_dir: Path,
+    throwaway: bool,
+    secure: SecureSetup | None = None,
+) -> Broker:
+    """Start the broker process, detached, and write its pid and state files."""
+    with (data_dir / "server.log").open("ab") as log:
         proc = subprocess.Popen(
-            [*jvm, "kafka.Kafka", str(props_path)],
+            [*jvm, "kafka.Kafka", str(data_dir / "server.properties")],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -458,37 +482,43 @@ def start(
             # Own session: Ctrl-C in the terminal that ran `start` must not kill the broker.
             start_new_session=True,
         )
-    broker = Broker(port, controller_port, proc.pid, data_dir, throwaway, secure=setup, proc=proc)
+    broker = Broker(port, controller_port, proc.pid, data_dir, throwaway, secure=secure, proc=proc)
     (data_dir / "kafka.pid").write_text(f"{proc.pid}\n")
     state = _state_path(port)
     state.parent.mkdir(parents=True, exist_ok=True)
     state.write_text(json.dumps(broker.to_json(), indent=2) + "\n")
+    return broker
 
-    deadline = t0 + wait_s
+
+def _wait_ready(broker: Broker, deadline: float, wait_s: float) -> None:
+    """Until the broker answers metadata (and a group-coordinator lookup). A broker that exits, or is not
+    ready at the monotonic ``deadline`` (``wait_s`` after its start), is cleaned up and raises BrokerError
+    with its log's tail."""
+    assert broker.proc is not None
     last: BaseException | None = None
     while True:
-        if proc.poll() is not None:
-            tail = _log_tail(log_path)
+        if broker.proc.poll() is not None:
+            tail = _log_tail(broker.log_path)
             _cleanup(broker)
-            raise BrokerError(f"Kafka exited with code {proc.returncode} during startup; log tail:\n{tail}")
+            raise BrokerError(
+                f"Kafka exited with code {broker.proc.returncode} during startup; log tail:\n{tail}"
+            )
         try:
-            if not _port_in_use(port):
-                raise ConnectionRefusedError(f"nothing listening on 127.0.0.1:{port} yet")
+            if not port_in_use(broker.port):
+                raise ConnectionRefusedError(f"nothing listening on 127.0.0.1:{broker.port} yet")
             _ask(broker.connection, 10, warm_group_coordinator=True)
         except Exception as exc:  # noqa: BLE001 - any failure just means "not ready yet"
             last = exc
         else:
             break
         if time.monotonic() > deadline:
-            tail = _log_tail(log_path)
+            tail = _log_tail(broker.log_path)
             stop(broker)
             raise BrokerError(
                 f"Kafka on {broker.bootstrap} not ready after {wait_s:.0f}s (last error: {last!r}); "
                 f"log tail:\n{tail}"
             )
         time.sleep(0.5)
-    broker.startup_s = time.monotonic() - t0
-    return broker
 
 
 def _alive(broker: Broker) -> bool:
@@ -571,7 +601,7 @@ def stop(target: Broker | int = 9092, timeout: float = 30.0) -> bool:
 
 def status(port: int = 9092, timeout: float = 5.0) -> bool:
     """True when a Kafka broker on 127.0.0.1:port answers a metadata request."""
-    if not _port_in_use(port):
+    if not port_in_use(port):
         return False  # fail fast; the client would otherwise retry until its timeout
     state = _load_state(port)
     kafka = state.connection if state is not None else KafkaConnection.plaintext(f"127.0.0.1:{port}")

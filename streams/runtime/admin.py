@@ -1,7 +1,8 @@
-"""Small Kafka admin helpers shared by the app, the local-broker script and the tests.
+"""Kafka admin helpers: a readiness probe, topic creation (the one ``create_topics``) and ACLs.
 
-Each takes a :class:`~streams.runtime.kafka.KafkaConnection`; a plain ``host:port`` string means a PLAINTEXT
-development broker (``shudi kafka start``, the test broker).
+Used by the worker (:mod:`streams.runtime.topics`), the local broker (:mod:`streams.devtools.localkafka`),
+the benchmarks and the tests. Each takes a :class:`~streams.runtime.kafka.KafkaConnection`; a plain
+``host:port`` string means a PLAINTEXT development broker (``shudi kafka start``, the test broker).
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ import faust
 import msgspec
 
 from streams.pipeline.clock import SOURCE_SILENT_S, PartitionClock, decode_clock, encode_clock
+from streams.pipeline.codec import msgpack_codec
 from streams.pipeline.detector import GLOBAL_KEY, DetectorParams, TerritoryState, Verdict, step
 from streams.pipeline.events import (
     BurstEvent,
@@ -73,8 +74,7 @@ class DetectorRecord(msgspec.Struct, gc=False):
     state: TerritoryState | None = None
 
 
-_record_encoder = msgspec.msgpack.Encoder()
-_record_decoder = msgspec.msgpack.Decoder(DetectorRecord)
+_encode_record, _decode_record = msgpack_codec(DetectorRecord)
 
 
 def changelog_topics(settings: Settings) -> list[str]:
@@ -172,7 +172,7 @@ class Detection:
         writes: dict[int, list[tuple[Any, bytes, bytes]]] = {}
         for code, record in self._stepped.items():
             writes.setdefault(record.partition, []).append(
-                (self.detectors, code.encode(), _record_encoder.encode(record))
+                (self.detectors, code.encode(), _encode_record(record))
             )
         for key, (partition, agg) in self._aggs.items():
             writes.setdefault(partition, []).append((self.windows, key, encode_agg(agg)))
@@ -186,16 +186,11 @@ class Detection:
                 for table, key, value in items:
                     table[key] = value
 
-    async def _handle(self, partition: int, message: CountBatch | CountDelta | Tick) -> None:
-        if isinstance(message, CountBatch):
-            for delta in message.deltas:
-                self._add_delta(partition, delta)
-            if message.ticks:
-                await self._apply_ticks(partition, message.ticks)
-        elif isinstance(message, CountDelta):
-            self._add_delta(partition, message)
-        else:
-            await self._apply_ticks(partition, [message])
+    async def _handle(self, partition: int, message: CountBatch) -> None:
+        for delta in message.deltas:
+            self._add_delta(partition, delta)
+        if message.ticks:
+            await self._apply_ticks(partition, message.ticks)
 
     async def _apply_ticks(self, partition: int, ticks: list[Tick]) -> None:
         clock = self._clock(partition)
@@ -216,12 +211,12 @@ class Detection:
         owned = self._territories(partition)
         if territory.code not in owned:
             owned[territory.code] = territory
-            self.detectors[territory.code.encode()] = _record_encoder.encode(
+            self.detectors[territory.code.encode()] = _encode_record(
                 DetectorRecord(partition=partition, territory=territory)
             )
         clock = self._clock(partition)
         for window in delta.windows:
-            if clock.is_late(window.start, self.spec):
+            if clock.is_late(window.start):
                 self.metrics.late_events.inc(window.count)
                 continue
             key = _window_key(territory.code, window.start)
@@ -350,7 +345,7 @@ class Detection:
         raw = self.detectors.get(code.encode())
         if raw is None:
             return DetectorRecord(partition=partition, territory=territory)
-        return _record_decoder.decode(raw)
+        return _decode_record(raw)
 
     def _territories(self, partition: int) -> dict[str, Territory]:
         owned = self._owned.get(partition)
@@ -358,7 +353,7 @@ class Detection:
             # First look at this partition since start or assignment: its territories are in the table.
             owned = {}
             for key, raw in self.detectors.items():
-                record = _record_decoder.decode(raw)
+                record = _decode_record(raw)
                 if record.partition == partition and record.territory is not None:
                     owned[key.decode()] = record.territory
             self._owned[partition] = owned

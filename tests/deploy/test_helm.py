@@ -19,7 +19,6 @@ import subprocess
 import tarfile
 import tempfile
 import typing
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +30,6 @@ from streams.settings import ENV_PREFIX, SECRET_FILE_SETTINGS, Settings, load_se
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "deploy" / "helm" / "shudi"
 HELM_SH = REPO / "deploy" / "tools" / "helm.sh"
-RULES_SRC = REPO / "deploy" / "prometheus" / "rules"
-DASHBOARDS_SRC = REPO / "deploy" / "grafana" / "dashboards"
 
 # The Kubernetes version the manifests are rendered for and validated against (kubernetes-validate 1.37
 # ships schemas for 1.25–1.37). 1.31 is the oldest minor still common on managed clusters.
@@ -876,34 +873,24 @@ def test_network_policy(helm: str) -> None:
 # --- monitoring objects from the repository's rule and dashboard files ------------------------------------
 
 
-def _same_files(source: Path, copy_dir: Path, pattern: str) -> Iterator[tuple[Path, Path]]:
-    src = {p.name: p for p in source.glob(pattern)} if source.is_dir() else {}
-    dst = {p.name: p for p in copy_dir.glob(pattern)}
-    fix = f"cp {source.relative_to(REPO)}/{pattern} {copy_dir.relative_to(REPO)}/ (and delete stale copies)"
-    assert sorted(src) == sorted(dst), f"chart copies differ from {source.relative_to(REPO)}: {fix}"
-    for name in sorted(src):
-        assert src[name].read_bytes() == dst[name].read_bytes(), f"{dst[name]} is not {src[name]}: {fix}"
-        yield src[name], dst[name]
-
-
-def test_alert_rules_are_the_repositorys_unchanged(helm: str) -> None:
-    """deploy/helm/shudi/rules/*.yml must be byte-identical copies of deploy/prometheus/rules/*.yml (a chart
-    cannot read outside its directory; a symlink breaks every helm command while the target is missing), and
-    the PrometheusRule must hold exactly their groups, in file-name order."""
-    files = list(_same_files(RULES_SRC, CHART / "rules", "*.yml"))
+def test_alert_rules_are_the_charts_files_unchanged(helm: str) -> None:
+    """The PrometheusRule holds exactly the groups of the chart's rules/*.yml, in file-name order: the same
+    files compose's Prometheus mounts and promtool tests (a chart cannot read outside its directory, so the
+    one copy lives here; tests/deploy/test_compose.py checks that no other copy exists)."""
+    files = sorted((CHART / "rules").glob("*.yml"))
     docs = list(_render_scenario(helm, "everything"))
     rules = [d for d in docs if d["kind"] == "PrometheusRule"]
     if not files:
         assert not rules
         return
-    expected = [g for src, _ in files for g in yaml.safe_load(src.read_text())["groups"]]
+    expected = [g for src in files for g in yaml.safe_load(src.read_text())["groups"]]
     (rule,) = rules
     assert rule["spec"] == {"groups": expected}
     assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
 
 
-def test_dashboards_are_the_repositorys_unchanged(helm: str) -> None:
-    files = list(_same_files(DASHBOARDS_SRC, CHART / "dashboards", "*.json"))
+def test_dashboards_are_the_charts_files_unchanged(helm: str) -> None:
+    files = sorted((CHART / "dashboards").glob("*.json"))
     docs = list(_render_scenario(helm, "everything"))
     maps = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-dashboards")]
     if not files:
@@ -911,8 +898,8 @@ def test_dashboards_are_the_repositorys_unchanged(helm: str) -> None:
         return
     (dashboards,) = maps
     assert dashboards["metadata"]["labels"]["grafana_dashboard"] == "1"
-    assert dashboards["data"] == {src.name: src.read_text() for src, _ in files}
-    for src, _ in files:
+    assert dashboards["data"] == {src.name: src.read_text() for src in files}
+    for src in files:
         json.loads(src.read_text())
 
 

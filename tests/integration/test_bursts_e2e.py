@@ -8,8 +8,8 @@ Checked: exactly one ``started`` and one ``ended`` event for the bursting territ
 valid against schemas/burst.schema.json), no ``started`` for any other territory; the sum over both workers
 of ``shudi_burst_active`` for the territory goes to 1 while the burst lasts and back to 0 after it; each
 territory's gauges come from one worker only; the per-window counts the counting stage received (the
-CountDelta records of the counts topic) equal the simulator's ground truth, window by window; and the
-workers' ``shudi_events_total{outcome="enriched"}`` adds up to the valid events sent.
+deltas in the counts topic's CountBatch records) equal the simulator's ground truth, window by window; and
+the workers' ``shudi_events_total{outcome="enriched"}`` adds up to the valid events sent.
 
 The helpers here (settings, the two-worker setup, the simulator process, topic readers, scrapes) are shared
 with test_detection_restart.py and tests/deploy/test_prometheus_scrape.py.
@@ -40,7 +40,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from referencing import Registry, Resource
 
 from streams.devtools.mmdbbuild import build_demo_db
-from streams.pipeline.events import SCHEMAS_DIR, CountBatch, CountDelta, decode_count_message
+from streams.pipeline.events import SCHEMAS_DIR, decode_count_message
 from streams.testing import WorkerProcess
 
 pytestmark = pytest.mark.integration
@@ -351,12 +351,9 @@ def delta_counts(bootstrap: str, topic: str) -> Counter[tuple[str, int]]:
     """The comments the counting stage was sent per (territory, window start): the counts topic's deltas."""
     out: Counter[tuple[str, int]] = Counter()
     for record in read_all(bootstrap, topic):
-        message = decode_count_message(record.value or b"")
-        deltas = message.deltas if isinstance(message, CountBatch) else [message]
-        for delta in deltas:
-            if isinstance(delta, CountDelta):
-                for window in delta.windows:
-                    out[(delta.territory.code, window.start)] += window.count
+        for delta in decode_count_message(record.value or b"").deltas:
+            for window in delta.windows:
+                out[(delta.territory.code, window.start)] += window.count
     return out
 
 

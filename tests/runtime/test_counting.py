@@ -1,10 +1,10 @@
 """streams.runtime.counting: the counting agent's logic, driven without Faust or Kafka.
 
 The stage is fed as the enrichment stage feeds it: per enrichment batch (10 s of event time) one encoded
-``CountDelta`` per territory (built by ``clock.count_deltas``), then the source's watermark
-``Tick`` that covers them with the batch's totals (:func:`streams.pipeline.clock.window_totals`); one tick per
-second of (simulated) wall time. Expected values are derived from what was fed, never read back from the
-code under test.
+``CountBatch`` holding a ``CountDelta`` per territory (built by ``clock.count_deltas``), then the source's
+watermark ``Tick`` that covers them with the batch's totals (:func:`streams.pipeline.clock.window_totals`);
+one tick per second of (simulated) wall time. Expected values are derived from what was fed, never read
+back from the code under test.
 """
 
 from __future__ import annotations
@@ -216,10 +216,10 @@ class Sim:
     def tick(
         self, mark: float, totals: list[tuple[int, int]], deltas: list[CountDelta] | None = None
     ) -> None:
-        """A tick alone, or (as the enrichment stage sends it) after the batch's deltas in a CountBatch."""
+        """A tick after the batch's deltas (none for a quiet flush) in a CountBatch, as enrichment sends."""
         before = self.mark
         tick = Tick(source=SOURCE, watermark=mark, totals=totals)
-        self.feed(encode_count_message(CountBatch(deltas=deltas, ticks=[tick]) if deltas else tick))
+        self.feed(encode_count_message(CountBatch(deltas=deltas or [], ticks=[tick])))
         self.first_mark = mark if self.first_mark is None else self.first_mark
         self.mark = mark if before is None else max(before, mark)
         # Windows that became final with this tick (the test's own reckoning: end + lateness <= mark).
@@ -402,20 +402,18 @@ def test_late_delta_counts_as_late_and_changes_no_window(
     windows_before = dict(sim.detection.windows)
     closed_before = sim.counter("shudi_windows_closed_total")
 
-    sim.feed(encode_count_message(CountDelta(territory=GD, windows=[WindowDelta(closed_window, 7, [])])))
+    late = CountDelta(territory=GD, windows=[WindowDelta(closed_window, 7, [])])
+    sim.feed(encode_count_message(CountBatch(deltas=[late], ticks=[])))
     assert sim.counter("shudi_late_events_total") == 7.0
     assert sim.detection.windows == windows_before
     assert sim.counter("shudi_windows_closed_total") == closed_before
 
     # A delta spanning a closed and an open window: only the closed window's count is late.
-    sim.feed(
-        encode_count_message(
-            CountDelta(
-                territory=GD,
-                windows=[WindowDelta(closed_window, 4, [("x", 4)]), WindowDelta(open_window, 3, [("x", 3)])],
-            )
-        )
+    spanning = CountDelta(
+        territory=GD,
+        windows=[WindowDelta(closed_window, 4, [("x", 4)]), WindowDelta(open_window, 3, [("x", 3)])],
     )
+    sim.feed(encode_count_message(CountBatch(deltas=[spanning], ticks=[])))
     sim.fed[(GD.code, open_window)] += 3
     assert sim.counter("shudi_late_events_total") == 11.0
     run_regional(sim, range(15, 18))
@@ -431,6 +429,8 @@ def test_late_delta_counts_as_late_and_changes_no_window(
         None,
         b'{"kind": "tick", "schema_version": 1}',  # JSON, but not a count message
         b'{"kind": "delta", "schema_version": 1, "territory": {"code": "X"}, "windows": []}',
+        # a well-formed tick, but alone: production sends ticks only inside a batch
+        b'{"kind": "tick", "schema_version": 1, "source": 0, "watermark": 1.0, "totals": []}',
         b"[1, 2, 3]",
     ],
 )
