@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -306,8 +305,3 @@ class _DescribeGroupsWithOperations(Request[_DescribeGroupsRequestV3]):  # type:
 
     def build(self, request_struct_class: type[_DescribeGroupsRequestV3]) -> _DescribeGroupsRequestV3:
         return request_struct_class(self._groups, True)
-
-
-def acl_table(acls: Iterable[Acl]) -> list[Mapping[str, str]]:
-    """Rows for documentation and tests: resource, name, operation."""
-    return [{"resource": a.resource, "name": a.name, "operation": a.operation.name} for a in acls]
