@@ -470,3 +470,70 @@ def test_every_documented_log_level_configures_faust() -> None:
         # Faust's own option type, as `faust worker --loglevel` parses it: a bad value raises BadParameter.
         faust_level.convert(argv[3], None, None)
         assert argv[4:] == ["--without-web"]
+
+
+# --- secrets from files, mutual TLS ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("secret", ["SASL_PASSWORD", "SSL_KEY_PASSWORD", "IP_HASH_KEY"])
+def test_a_secret_is_read_from_its_file(secret: str, tmp_path: Path) -> None:
+    path = tmp_path / "secret"
+    path.write_text("from-a-file-7f3\n")  # `echo > file` adds a newline; Kubernetes Secrets usually do not
+    base = {"SHUDI_SECURITY_PROTOCOL": "SASL_SSL", "SHUDI_SASL_USERNAME": "svc"}
+    if secret != "SASL_PASSWORD":
+        base["SHUDI_SASL_PASSWORD"] = "pw"
+    if secret == "SSL_KEY_PASSWORD":
+        base["SHUDI_SSL_CERTFILE"] = "/etc/user.crt"
+    s = load_settings({**base, f"SHUDI_{secret}_FILE": str(path)})
+    value = getattr(s, secret.lower())
+    assert isinstance(value, SecretStr)
+    assert value.get_secret_value() == "from-a-file-7f3"
+    assert "from-a-file-7f3" not in repr(s)
+
+
+def test_a_secret_and_its_file_together_are_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "pw"
+    path.write_text("x")
+    with pytest.raises(SettingsError, match="not both"):
+        load_settings({"SHUDI_IP_HASH_KEY": "k", "SHUDI_IP_HASH_KEY_FILE": str(path)})
+
+
+def test_an_unreadable_secret_file_is_named(tmp_path: Path) -> None:
+    missing = tmp_path / "nope"
+    with pytest.raises(SettingsError, match=r"SHUDI_SASL_PASSWORD_FILE .*nope"):
+        load_settings(
+            {
+                "SHUDI_SECURITY_PROTOCOL": "SASL_SSL",
+                "SHUDI_SASL_USERNAME": "svc",
+                "SHUDI_SASL_PASSWORD_FILE": str(missing),
+            }
+        )
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"SHUDI_SSL_CERTFILE": "/c.crt"}, "SSL or SASL_SSL"),
+        ({"SHUDI_SSL_CAFILE": "/ca.crt"}, "SSL or SASL_SSL"),
+        ({"SHUDI_SECURITY_PROTOCOL": "SSL", "SHUDI_SSL_KEYFILE": "/k.key"}, "need SHUDI_SSL_CERTFILE"),
+        ({"SHUDI_SECURITY_PROTOCOL": "SSL", "SHUDI_SSL_KEY_PASSWORD": "p"}, "need SHUDI_SSL_CERTFILE"),
+    ],
+)
+def test_tls_files_without_tls_are_rejected(environ: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        load_settings(environ)
+
+
+def test_mutual_tls_settings_are_accepted() -> None:
+    s = load_settings(
+        {
+            "SHUDI_SECURITY_PROTOCOL": "SSL",
+            "SHUDI_SSL_CAFILE": "/ca.crt",
+            "SHUDI_SSL_CERTFILE": "/user.crt",
+            "SHUDI_SSL_KEYFILE": "/user.key",
+            "SHUDI_SSL_KEY_PASSWORD": "kp",
+        }
+    )
+    assert s.ssl_certfile == Path("/user.crt")
+    assert s.ssl_keyfile == Path("/user.key")
+    assert s.ssl_key_password is not None

@@ -43,8 +43,7 @@ from streams.devtools.simulate import (
     territory_shares,
     write_jsonl,
 )
-from streams.runtime.kafka import client_options
-from streams.settings import Settings
+from streams.runtime.kafka import KafkaConnection, KafkaConnectionError, explain_failure, quiet_kafka_logs
 
 
 @dataclass(slots=True)
@@ -54,13 +53,6 @@ class ProduceResult:
     bad: int
     wall_s: float
     stopped: bool  # by SIGINT/SIGTERM
-
-
-def _security_options(settings: Settings) -> dict[str, Any]:
-    """The worker's TLS/SASL client options; the broker address comes from --broker instead."""
-    options = client_options(settings)
-    del options["bootstrap_servers"]
-    return options
 
 
 def _status(sim: Simulation, sent: int, rate: float, lag: float) -> str:
@@ -113,7 +105,7 @@ class _Progress:
 
 async def produce_simulation(
     sim: Simulation,
-    bootstrap: str,
+    kafka: KafkaConnection | str,
     topic: str,
     *,
     duration: float | None = None,
@@ -125,22 +117,24 @@ async def produce_simulation(
     """Send ``sim``'s events to ``topic``, each when the wall clock reaches its simulated time / speedup.
 
     Stops at the end of ``duration``/``limit``, or cleanly (flushing what was sent) on SIGINT/SIGTERM.
-    Raises the first delivery error, if any, after the flush.
+    Raises the first delivery error, if any, after the flush; :class:`KafkaConnectionError` (one line naming
+    the cause) if it cannot connect.
     """
-    from aiokafka import AIOKafkaProducer
-
     speedup = sim.config.speedup
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
+    conn = KafkaConnection.of(kafka)
+    producer = conn.producer(
         linger_ms=20,
         max_batch_size=256 * 1024,
         max_request_size=1024 * 1024,
         **(producer_kwargs or {}),
     )
     try:
-        await producer.start()
-    except BaseException:
+        with quiet_kafka_logs():
+            await producer.start()
+    except BaseException as exc:
         await producer.stop()  # releases the client it made; else aiokafka warns "Unclosed AIOKafkaProducer"
+        if isinstance(exc, Exception):
+            raise KafkaConnectionError(await explain_failure(conn, exc)) from None
         raise
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -332,16 +326,11 @@ def simulate(
         write_jsonl(truth, sim.truth())
 
     topic = topic or settings.input_topic
+    kafka = KafkaConnection.from_settings(settings)
+    if broker:
+        kafka = kafka.with_bootstrap(broker)  # other brokers, the same TLS/SASL settings
     try:
-        result = _produce(
-            sim,
-            broker or settings.broker,
-            topic,
-            duration=duration,
-            limit=max_events,
-            progress=progress,
-            producer_kwargs=_security_options(settings),
-        )
+        result = _produce(sim, kafka, topic, duration=duration, limit=max_events, progress=progress)
     finally:
         if truth is not None:
             write_jsonl(truth, sim.truth())
@@ -413,11 +402,17 @@ def _simulation(
     return sim
 
 
-def _produce(sim: Simulation, bootstrap: str, topic: str, **options: Any) -> ProduceResult:
+def _produce(sim: Simulation, kafka: KafkaConnection, topic: str, **options: Any) -> ProduceResult:
     """:func:`produce_simulation` in its own event loop; a Kafka or network failure is a CommandError."""
-    from aiokafka.errors import KafkaError
+    from aiokafka.errors import KafkaError, TopicAuthorizationFailedError
 
     try:
-        return asyncio.run(produce_simulation(sim, bootstrap, topic, **options))
+        return asyncio.run(produce_simulation(sim, kafka, topic, **options))
+    except KafkaConnectionError as exc:
+        raise CommandError(f"producing to {topic} at {kafka.bootstrap} failed: {exc}", EXIT_FAILED) from None
+    except TopicAuthorizationFailedError:
+        raise CommandError(f"Kafka denies {kafka.identity()} WRITE on topic {topic!r}", EXIT_FAILED) from None
     except (KafkaError, OSError) as exc:
-        raise CommandError(f"producing to {topic} at {bootstrap} failed: {exc!r}", EXIT_FAILED) from None
+        raise CommandError(
+            f"producing to {topic} at {kafka.bootstrap} failed: {type(exc).__name__}: {exc}", EXIT_FAILED
+        ) from None

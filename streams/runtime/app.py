@@ -17,7 +17,7 @@ from streams.pipeline.geoip import DatabaseWatcher, Labeller, MmdbDatabase
 from streams.runtime.counting import register_detection_agent, window_spec
 from streams.runtime.enrichment import EnrichmentService
 from streams.runtime.health import Health
-from streams.runtime.kafka import ssl_context
+from streams.runtime.kafka import KafkaConnection
 from streams.runtime.metrics import Metrics
 from streams.settings import Settings
 
@@ -33,25 +33,6 @@ class Shudi:
     watcher: DatabaseWatcher
     health: Health
     enrichment: EnrichmentService
-
-
-def faust_broker_urls(settings: Settings) -> list[str]:
-    return [f"kafka://{server}" for server in settings.bootstrap_servers]
-
-
-def broker_credentials(settings: Settings) -> faust.SASLCredentials | faust.SSLCredentials | None:
-    context = ssl_context(settings)
-    if settings.security_protocol.startswith("SASL"):
-        password = settings.sasl_password.get_secret_value() if settings.sasl_password else None
-        return faust.SASLCredentials(
-            username=settings.sasl_username,
-            password=password,
-            mechanism=settings.sasl_mechanism,
-            ssl_context=context,
-        )
-    if context is not None:
-        return faust.SSLCredentials(context)
-    return None
 
 
 def worker_class(enrichment: EnrichmentService) -> type[faust.Worker]:
@@ -86,10 +67,16 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
     health = Health(stall_timeout_s=settings.stall_timeout_s)
     enrichment = EnrichmentService(settings, enricher, metrics, health)
 
+    kafka = KafkaConnection.from_settings(settings)
     app = faust.App(
         settings.app_id,
-        broker=faust_broker_urls(settings),
-        broker_credentials=broker_credentials(settings),
+        broker=kafka.faust_broker_urls(),
+        broker_credentials=kafka.faust_credentials(),
+        # The worker creates its topics before Faust starts (streams.runtime.topics), or finds them made by
+        # a platform team: Faust must not try (its CreateTopics would need the CREATE right), and it needs no
+        # leader topic (nothing here runs `on_leader`).
+        topic_allow_declare=False,
+        topic_disable_leader=True,
         autodiscover=False,
         store=settings.store,
         datadir=str(settings.data_dir),

@@ -39,7 +39,7 @@ from typing import Any
 
 import mode
 import msgspec
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka import AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, IllegalStateError
 from aiokafka.structs import TopicPartition
 
@@ -49,7 +49,7 @@ from streams.pipeline.events import CountBatch, CountDelta, Tick, encode_count_m
 from streams.pipeline.territory import Territory
 from streams.runtime.batch_send import send_batches
 from streams.runtime.health import Health
-from streams.runtime.kafka import client_options
+from streams.runtime.kafka import KafkaConnection
 from streams.runtime.metrics import Metrics
 from streams.settings import Settings
 
@@ -129,8 +129,8 @@ class EnrichmentService(mode.Service):
         # message: 15 % of the worker's CPU in a profile. Nothing of value is logged below INFO there.
         logging.getLogger("aiokafka").setLevel(max(logging.INFO, logging.getLogger().getEffectiveLevel()))
         # aiokafka clients bind to the running loop (Faust's), so they are made here, not in __init__.
-        options = client_options(self.settings)
-        self.consumer = AIOKafkaConsumer(
+        kafka = KafkaConnection.from_settings(self.settings)
+        self.consumer = kafka.consumer(
             group_id=f"{self.settings.app_id}-enrich",
             client_id=f"{self.settings.app_id}-enrich",
             enable_auto_commit=False,
@@ -142,15 +142,13 @@ class EnrichmentService(mode.Service):
             # produce request, an acknowledgement round trip and its bookkeeping.
             fetch_min_bytes=FETCH_MIN_BYTES,
             fetch_max_wait_ms=FETCH_WAIT_MS,
-            **options,
         )
-        self.producer = AIOKafkaProducer(
+        self.producer = kafka.producer(
             client_id=f"{self.settings.app_id}-enrich",
             acks="all",
             linger_ms=5,
             max_batch_size=256 * 1024,
             max_request_size=max(1 << 20, 4 * self.settings.max_message_bytes),
-            **options,
         )
         await self.producer.start()
         await self.consumer.start()
