@@ -3,7 +3,7 @@
 ``python -m bench.throughput --modes faust-relay --relay-variants a,b`` runs and measures them; run alone::
 
     python -m bench.faust_relay --variant take-batch --bootstrap 127.0.0.1:19092 \\
-        --in-topic in --out-topic out --app-id relay1 --data-dir /tmp/relay1
+        --in-topic in --out-topic out --app-id relay1 --data-dir "$(mktemp -d)"
 
 Variants (see bench/FAUST-PROFILE.md for what each one measured and costs):
 
@@ -21,7 +21,6 @@ Variants (see bench/FAUST-PROFILE.md for what each one measured and costs):
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
@@ -29,16 +28,19 @@ import logging
 import sys
 import types
 from collections.abc import Awaitable, Coroutine, Generator, Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
+import click
 import faust
 import mode
 import mode.loop
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.abc import ConsumerRebalanceListener
 from faust.sensors import Monitor
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
+
+from streams.runtime.kafka import connection_from_env
 
 VARIANTS = ("await-send", "take-batch", "fast-drain", "aiokafka")
 
@@ -237,17 +239,15 @@ class AiokafkaRelay(mode.Service):
     async def on_start(self) -> None:
         # aiokafka clients must be created inside the running loop (Faust's), hence here and not in __init__.
         bootstrap = [f"{u.host}:{u.port}" for u in self.app.conf.broker]
-        self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap,
+        kafka = connection_from_env(",".join(bootstrap))
+        self.consumer = kafka.consumer(
             group_id=f"{self.app.conf.id}-enrich",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=4 << 20,
             fetch_max_bytes=16 << 20,
         )
-        self.producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_batch_size=256 * 1024
-        )
+        self.producer = kafka.producer(acks="all", linger_ms=5, max_batch_size=256 * 1024)
         await self.producer.start()
         await self.consumer.start()
         self.consumer.subscribe([self.in_topic], listener=_FinishBatchFirst(self.lock))
@@ -285,14 +285,29 @@ def parse_set(items: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def build_app(args: argparse.Namespace) -> faust.App:
-    args.variant, *presets = args.variant.split("+")
+@dataclass(frozen=True)
+class RelayOptions:
+    variant: str  # a variant, then +PRESET...
+    bootstrap: str
+    in_topic: str
+    out_topic: str
+    app_id: str
+    data_dir: str
+    partitions: int = 4
+    batch: int = 1000  # take_events max
+    within: float = 0.05  # take_events within (seconds)
+    set: tuple[str, ...] = ()  # NAME=VALUE Faust settings
+
+
+def build_app(args: RelayOptions) -> faust.App:
+    variant, *presets = args.variant.split("+")
     scheme = "kafka"
-    if args.variant == "fast-drain":
+    if variant == "fast-drain":
         register_fast_drain()
         scheme = "fastkafka"
     settings: dict[str, Any] = {
         "broker": f"{scheme}://{args.bootstrap}",
+        "broker_credentials": connection_from_env(args.bootstrap).faust_credentials(),
         "store": "memory://",
         "value_serializer": "raw",
         "key_serializer": "raw",
@@ -308,14 +323,14 @@ def build_app(args: argparse.Namespace) -> faust.App:
     out_topic = app.topic(args.out_topic, value_type=bytes, key_type=bytes)
     n, within = args.batch, args.within
 
-    if args.variant == "await-send":
+    if variant == "await-send":
 
         @app.agent(in_topic)
         async def relay(stream: faust.StreamT[bytes]) -> None:
             async for event in stream.events():
                 await out_topic.send(key=event.key, value=event.value)
 
-    elif args.variant in ("take-batch", "fast-drain"):
+    elif variant in ("take-batch", "fast-drain"):
 
         @app.agent(in_topic)
         async def relay_batch(stream: faust.StreamT[bytes]) -> None:
@@ -327,11 +342,11 @@ def build_app(args: argparse.Namespace) -> faust.App:
                 futs: list[Awaitable[Any]] = [await out_topic.send(key=e.key, value=e.value) for e in events]
                 await asyncio.gather(*futs)
 
-    elif args.variant == "aiokafka":
+    elif variant == "aiokafka":
         # app.service() is typed for a class, but an instance is accepted at runtime (and needed here).
         app.service(cast(Any, AiokafkaRelay(app, args.in_topic, args.out_topic)))
     else:
-        raise SystemExit(f"unknown variant {args.variant!r}; one of {VARIANTS}")
+        raise SystemExit(f"unknown variant {variant!r}; one of {VARIANTS}")
     return app
 
 
@@ -390,25 +405,43 @@ def main(argv: Sequence[str] | None = None) -> None:
     if argv[:1] == ["--summarize"]:
         print(summarize_profile(argv[1]))
         return
-    p = argparse.ArgumentParser(
-        prog="python -m bench.faust_relay",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    relay(argv, prog_name="python -m bench.faust_relay")
+
+
+@click.command(help=(__doc__ or "").replace("run alone::\n\n", "run alone:\n\n\b\n"))
+@click.option("--variant", default="take-batch", help=f"one of {VARIANTS}, then +PRESET... ({list(PRESETS)})")
+@click.option("--bootstrap", required=True)
+@click.option("--in-topic", required=True)
+@click.option("--out-topic", required=True)
+@click.option("--app-id", required=True)
+@click.option("--data-dir", required=True)
+@click.option("--partitions", type=int, default=4, show_default=True)
+@click.option("--batch", type=int, default=1000, show_default=True, help="take_events max")
+@click.option("--within", type=float, default=0.05, show_default=True, help="take_events within (seconds)")
+@click.option("--set", "settings", multiple=True, metavar="NAME=VALUE", help="a Faust setting (repeatable)")
+@click.option(
+    "--log-level",
+    default="warn",
+    type=click.Choice(["crit", "error", "warn", "info", "debug"]),
+    show_default=True,
+)
+def relay(
+    variant: str,
+    bootstrap: str,
+    in_topic: str,
+    out_topic: str,
+    app_id: str,
+    data_dir: str,
+    partitions: int,
+    batch: int,
+    within: float,
+    settings: tuple[str, ...],
+    log_level: str,
+) -> None:
+    """Relay --in-topic to --out-topic with one variant (``--summarize FILE`` instead: a py-spy summary)."""
+    args = RelayOptions(
+        variant, bootstrap, in_topic, out_topic, app_id, data_dir, partitions, batch, within, settings
     )
-    p.add_argument(
-        "--variant", default="take-batch", help=f"one of {VARIANTS}, then +PRESET... ({list(PRESETS)})"
-    )
-    p.add_argument("--bootstrap", required=True)
-    p.add_argument("--in-topic", required=True)
-    p.add_argument("--out-topic", required=True)
-    p.add_argument("--app-id", required=True)
-    p.add_argument("--data-dir", required=True)
-    p.add_argument("--partitions", type=int, default=4)
-    p.add_argument("--batch", type=int, default=1000, help="take_events max")
-    p.add_argument("--within", type=float, default=0.05, help="take_events within (seconds)")
-    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="a Faust setting")
-    p.add_argument("--log-level", default="warn", choices=("crit", "error", "warn", "info", "debug"))
-    args = p.parse_args(argv)
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
     presets = args.variant.split("+")[1:]
     if "uvloop" in presets:
@@ -417,7 +450,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         logging.getLogger("faust.topics").setLevel(logging.INFO)
     app = build_app(args)
     # NB: this --loop has no effect (faust reads it at import time); the "+uvloop" preset is what works.
-    sys.argv = [sys.argv[0], "--loop", "uvloop", "worker", "-l", args.log_level, "--without-web"]
+    sys.argv = [sys.argv[0], "--loop", "uvloop", "worker", "-l", log_level, "--without-web"]
     app.main()
 
 

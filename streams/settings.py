@@ -16,6 +16,9 @@ from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource
 
 ENV_PREFIX = "SHUDI_"
 
+# Secrets that may also be given as a file (``SHUDI_<NAME>_FILE``: how Kubernetes mounts a Secret).
+SECRET_FILE_SETTINGS = ("sasl_password", "ssl_key_password", "ip_hash_key")
+
 
 class SettingsError(ValueError):
     """The environment holds a setting shudi cannot use (unknown name or bad value)."""
@@ -47,12 +50,36 @@ class Settings(BaseSettings):
         ge=60_000,
         description="retention.ms of the dead-letter topic; it holds raw IPs, so keep it short.",
     )
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
-    sasl_username: str | None = None
-    sasl_password: SecretStr | None = None
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT",
+        description="How clients talk to the brokers: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.",
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "PLAIN", description="SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512."
+    )
+    sasl_username: str | None = Field(None, description="SASL user (required with a SASL protocol).")
+    sasl_password: SecretStr | None = Field(
+        None, description="SASL password (required with a SASL protocol, or SHUDI_SASL_PASSWORD_FILE)."
+    )
+    sasl_password_file: Path | None = Field(
+        None, description="File holding the SASL password (a mounted Secret), instead of SHUDI_SASL_PASSWORD."
+    )
     ssl_cafile: Path | None = Field(
-        None, description="CA bundle for SSL/SASL_SSL; the system store if unset."
+        None,
+        description="CA bundle (PEM) the brokers' certificates are checked against; else the system store.",
+    )
+    ssl_certfile: Path | None = Field(
+        None, description="Client certificate (PEM, chain allowed) for mutual TLS; needs SSL or SASL_SSL."
+    )
+    ssl_keyfile: Path | None = Field(
+        None,
+        description="Private key (PEM) of SHUDI_SSL_CERTFILE (default: the key inside that file).",
+    )
+    ssl_key_password: SecretStr | None = Field(
+        None, description="Password of an encrypted SHUDI_SSL_KEYFILE (or SHUDI_SSL_KEY_PASSWORD_FILE)."
+    )
+    ssl_key_password_file: Path | None = Field(
+        None, description="File holding the key password, instead of SHUDI_SSL_KEY_PASSWORD."
     )
 
     # --- Processing --------------------------------------------------------------------------------------
@@ -73,6 +100,9 @@ class Settings(BaseSettings):
     ip_hash_key: SecretStr | None = Field(
         None, description="Secret for the keyed HMAC `ip_hash` field; no key, no trace of the IP in output."
     )
+    ip_hash_key_file: Path | None = Field(
+        None, description="File holding the `ip_hash` key, instead of SHUDI_IP_HASH_KEY."
+    )
 
     # --- Windows and burst detection ------------------------------------------------------------------------
     window_s: int = Field(60, ge=1, description="Event-time window size, in seconds.")
@@ -85,6 +115,13 @@ class Settings(BaseSettings):
         30,
         ge=0,
         description="A window closes this long (event time) after its end; later events count as late.",
+    )
+    max_event_ahead_s: float = Field(
+        3600.0,
+        ge=0,
+        description="Comments whose created_at is further ahead of the worker's clock are enriched but "
+        "counted in no window (shudi_events_ahead_of_clock_total), so one wrong clock cannot close windows "
+        "early; 0 turns the check off.",
     )
     tick_interval_s: float = Field(
         1.0,
@@ -155,10 +192,52 @@ class Settings(BaseSettings):
         # Settings(...) takes only what it is given, so a test's settings never pick up the process's.
         return (init_settings,)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _read_secret_files(cls, data: object) -> object:
+        """``SHUDI_<SECRET>_FILE``: the secret is the file's content (a trailing newline dropped), read once
+        here, so a missing or unreadable file stops the worker at start, naming the setting."""
+        if not isinstance(data, dict):
+            return data
+        values = dict(data)
+        for secret in SECRET_FILE_SETTINGS:
+            path = values.get(f"{secret}_file")
+            if path in (None, ""):
+                continue
+            if values.get(secret) not in (None, ""):
+                raise ValueError(
+                    f"give {ENV_PREFIX}{secret.upper()} or {ENV_PREFIX}{secret.upper()}_FILE, not both"
+                )
+            try:
+                text = Path(str(path)).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+                raise ValueError(
+                    f"cannot read {ENV_PREFIX}{secret.upper()}_FILE ({path}): {reason}"
+                ) from None
+            values[secret] = text.removesuffix("\n").removesuffix("\r")
+        return values
+
     @model_validator(mode="after")
     def _sasl_needs_credentials(self) -> Settings:
         if self.security_protocol.startswith("SASL") and not (self.sasl_username and self.sasl_password):
-            raise ValueError("SASL security_protocol needs SHUDI_SASL_USERNAME and SHUDI_SASL_PASSWORD")
+            raise ValueError(
+                "SASL security_protocol needs SHUDI_SASL_USERNAME and SHUDI_SASL_PASSWORD "
+                "(or SHUDI_SASL_PASSWORD_FILE)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _client_certificate_needs_tls(self) -> Settings:
+        tls = self.security_protocol in ("SSL", "SASL_SSL")
+        if (self.ssl_certfile or self.ssl_keyfile) and not tls:
+            raise ValueError(
+                "SHUDI_SSL_CERTFILE/SHUDI_SSL_KEYFILE need SHUDI_SECURITY_PROTOCOL SSL or SASL_SSL"
+            )
+        if (self.ssl_keyfile or self.ssl_key_password) and not self.ssl_certfile:
+            raise ValueError("SHUDI_SSL_KEYFILE and SHUDI_SSL_KEY_PASSWORD need SHUDI_SSL_CERTFILE")
+        if self.ssl_cafile and not tls:
+            raise ValueError("SHUDI_SSL_CAFILE needs SHUDI_SECURITY_PROTOCOL SSL or SASL_SSL")
         return self
 
     @model_validator(mode="after")

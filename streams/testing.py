@@ -1,4 +1,5 @@
-"""What the tests, the demo and the benchmarks share: worker processes, free ports, caches, reading topics."""
+"""What the tests, the demo and the benchmarks share: child and worker processes, free ports, the env of a
+run, caches, reading topics."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import ConsumerRecord
+
+from streams.runtime.kafka import KafkaConnection
 
 
 def free_port() -> int:
@@ -31,51 +33,90 @@ def user_cache_dir() -> Path:
     return Path(xdg).expanduser() / "shudi"
 
 
-@dataclass
-class WorkerProcess:
-    """One ``shudi worker`` subprocess with its own ports, data dir and log file."""
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether something accepts connections on ``host:port`` right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
 
+
+def child_env(settings: Mapping[str, str] | None = None) -> dict[str, str]:
+    """This process's environment without any ``SHUDI_*`` (a developer's own settings must not leak into a
+    run), plus ``settings``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHUDI_")}
+    env.update(settings or {})
+    return env
+
+
+def run_settings(bootstrap: str, run: str, *, partitions: int = 4, **extra: str) -> dict[str, str]:
+    """The ``SHUDI_*`` settings of one run of the pipeline on ``bootstrap`` that no other run shares: the app
+    id is ``run`` and every topic is named after it, so state or records of an earlier run never show up.
+    ``extra`` adds or overrides settings (``SHUDI_GEOIP_DB=...``)."""
+    return {
+        "SHUDI_BROKER": bootstrap,
+        "SHUDI_APP_ID": run,
+        "SHUDI_INPUT_TOPIC": f"comments-{run}",
+        "SHUDI_ENRICHED_TOPIC": f"comments.enriched-{run}",
+        "SHUDI_DLQ_TOPIC": f"comments.dlq-{run}",
+        "SHUDI_COUNTS_TOPIC": f"territory.counts-{run}",
+        "SHUDI_BURSTS_TOPIC": f"territory.bursts-{run}",
+        "SHUDI_PARTITIONS": str(partitions),
+        **extra,
+    }
+
+
+@dataclass
+class ChildProcess:
+    """A subprocess whose output goes to a log file: started, watched and stopped by its parent.
+
+    The first :meth:`start` of an object writes a fresh log; a restart appends to it. With ``new_session``
+    the child gets its own session, so a Ctrl-C in the terminal reaches only the parent, which then stops it.
+    """
+
+    name: str
+    args: list[str]
     env: dict[str, str]
     log_path: Path
-    metrics_port: int
+    cwd: Path | None = None
+    new_session: bool = False
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
-    @classmethod
-    def configure(cls, tmp: Path, name: str, settings: Mapping[str, str]) -> WorkerProcess:
-        metrics_port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SHUDI_")}
-        env.update(
-            {
-                "SHUDI_METRICS_HOST": "127.0.0.1",
-                "SHUDI_METRICS_PORT": str(metrics_port),
-                "SHUDI_WEB_PORT": str(free_port()),
-                "SHUDI_DATA_DIR": str(tmp / f"{name}-data"),
-                "SHUDI_GEOIP_RELOAD_INTERVAL_S": "1",
-                **settings,
-            }
-        )
-        return cls(env=env, log_path=tmp / f"{name}.log", metrics_port=metrics_port)
-
     def start(self) -> None:
-        with self.log_path.open("ab") as log:
+        with self.log_path.open("ab" if self.proc is not None else "wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "streams.cli", "worker"],
+                self.args,
                 env=self.env,
+                cwd=self.cwd,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
+                start_new_session=self.new_session,
             )
 
-    def stop(self, timeout: float = 60.0) -> int:
-        """SIGTERM and wait; returns the exit code (SIGKILL after ``timeout``, then -9)."""
+    @property
+    def pid(self) -> int:
         assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        return self.proc.pid
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def returncode(self) -> int | None:
+        return None if self.proc is None else self.proc.poll()
+
+    def send_signal(self, sig: signal.Signals = signal.SIGTERM) -> None:
+        if self.running():
+            assert self.proc is not None
+            self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 60.0, sig: signal.Signals = signal.SIGTERM) -> int:
+        """``sig`` and wait; returns the exit code (SIGKILL after ``timeout``, then -9)."""
+        assert self.proc is not None
+        self.send_signal(sig)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
         return self.proc.returncode
 
     def kill(self) -> None:
@@ -84,24 +125,90 @@ class WorkerProcess:
         self.proc.wait()
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log().replace("\r", "\n").splitlines()[-lines:])
+
+
+def stop_all(procs: Iterable[ChildProcess], timeout: float = 30.0) -> None:
+    """SIGTERM every process first, then wait for each: they shut down side by side, not one by one.
+    Processes never started are skipped."""
+    procs = [p for p in procs if p.proc is not None]
+    for p in procs:
+        p.send_signal(signal.SIGTERM)
+    for p in procs:
+        p.stop(timeout)
+
+
+WORKER_READY = "[^Worker]: Ready"  # what Faust logs once partitions are assigned and recovery is done
+
+
+@dataclass
+class WorkerProcess(ChildProcess):
+    """One ``shudi worker`` subprocess with its own ports, data dir and log file."""
+
+    metrics_port: int = 0
+
+    @classmethod
+    def configure(
+        cls, tmp: Path, name: str, settings: Mapping[str, str], *, new_session: bool = False
+    ) -> WorkerProcess:
+        """A worker named ``name`` whose data dir and log are in ``tmp``, its metrics and web ports free
+        ones; ``settings`` add to and override that (``SHUDI_METRICS_PORT`` too)."""
+        env = child_env(
+            {
+                "SHUDI_METRICS_HOST": "127.0.0.1",
+                "SHUDI_METRICS_PORT": str(free_port()),
+                "SHUDI_WEB_PORT": str(free_port()),
+                "SHUDI_DATA_DIR": str(tmp / f"{name}-data"),
+                "SHUDI_GEOIP_RELOAD_INTERVAL_S": "1",
+                **settings,
+            }
+        )
+        return cls(
+            name,
+            shudi_command("worker"),
+            env,
+            tmp / f"{name}.log",
+            new_session=new_session,
+            metrics_port=int(env["SHUDI_METRICS_PORT"]),
+        )
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+    @property
+    def healthz_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/healthz"
 
     def metrics(self) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as resp:
+        with urllib.request.urlopen(self.metrics_url, timeout=5) as resp:  # noqa: S310 - 127.0.0.1 only
             body: bytes = resp.read()
         return body.decode()
+
+    def ready(self) -> bool:
+        return WORKER_READY in self.log()
 
     def wait_ready(self, timeout: float = 120.0) -> None:
         """Until Faust logs that the worker is ready (partitions assigned, recovery done)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise AssertionError(f"worker exited with {self.proc.returncode}:\n{self.log()[-4000:]}")
-            if "[^Worker]: Ready" in self.log():
+            if not self.running():
+                raise AssertionError(f"worker exited with {self.returncode()}:\n{self.log()[-4000:]}")
+            if self.ready():
                 return
             time.sleep(0.2)
         raise AssertionError(f"worker not ready after {timeout}s:\n{self.log()[-4000:]}")
+
+
+def shudi_command(*args: str) -> list[str]:
+    """The argv of ``shudi ARGS...`` run by this interpreter."""
+    return [sys.executable, "-m", "streams.cli", *args]
 
 
 def metric_value(exposition: str, name: str, labels: Mapping[str, str] | None = None) -> float | None:
@@ -115,7 +222,7 @@ def metric_value(exposition: str, name: str, labels: Mapping[str, str] | None = 
 
 
 async def read_topics(
-    bootstrap: str,
+    kafka: KafkaConnection | str,
     topics: Iterable[str],
     *,
     until: int,
@@ -124,9 +231,8 @@ async def read_topics(
 ) -> list[ConsumerRecord[bytes, bytes]]:
     """Every record of ``topics`` from the start: reads until ``until`` records arrived (or ``timeout``),
     then ``settle`` seconds more so that duplicates, if any, show up too."""
-    consumer = AIOKafkaConsumer(
+    consumer = KafkaConnection.of(kafka).consumer(
         *topics,
-        bootstrap_servers=bootstrap,
         auto_offset_reset="earliest",
         group_id=None,
         enable_auto_commit=False,

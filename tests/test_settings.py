@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Literal, get_origin
 
 import pydantic
 import pytest
@@ -419,3 +420,138 @@ def test_geoip_db_takes_an_ordered_list_of_files() -> None:
     )
     with pytest.raises(SettingsError, match="database file"):
         load_settings(environ={"SHUDI_GEOIP_DB": " , "})
+
+
+# --- every value the table documents is accepted ----------------------------------------------------------
+
+_ROW_MEANING = re.compile(r"^\|\s*`(?P<name>[^`]+)`\s*\|\s*`(?P<default>[^`]*)`\s*\|(?P<meaning>.*)\|\s*$")
+# What an enumerated setting needs beside it to be valid on its own (SASL needs credentials).
+_COMPANIONS = {
+    "SHUDI_SECURITY_PROTOCOL": {"SHUDI_SASL_USERNAME": "u", "SHUDI_SASL_PASSWORD": "p"},
+    "SHUDI_SASL_MECHANISM": {
+        "SHUDI_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+        "SHUDI_SASL_USERNAME": "u",
+        "SHUDI_SASL_PASSWORD": "p",
+    },
+}
+
+
+def documented_values(markdown: str) -> dict[str, list[str]]:
+    """``{env var: values}`` for every enumerated (``Literal``) setting: its default and every backticked
+    word of its meaning column that is not another variable's name."""
+    lines = markdown.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip() == "## Settings")
+    found: dict[str, list[str]] = {}
+    for line in lines[start + 1 :]:
+        if line.startswith(("## ", "# ")):
+            break
+        m = _ROW_MEANING.match(line.strip())
+        if m is None:
+            continue
+        field = m["name"].removeprefix("SHUDI_").lower()
+        annotation = Settings.model_fields[field].annotation if field in Settings.model_fields else None
+        if get_origin(annotation) is not Literal:
+            continue
+        words = re.findall(r"`([^`]+)`", m["meaning"])
+        found[m["name"]] = [m["default"], *(w for w in words if not w.startswith("SHUDI_"))]
+    return found
+
+
+def test_the_table_documents_the_enumerated_settings() -> None:
+    values = documented_values(README.read_text(encoding="utf-8"))
+    assert {"SHUDI_LOG_LEVEL", "SHUDI_SECURITY_PROTOCOL", "SHUDI_SASL_MECHANISM"} <= set(values), values
+    assert set(values["SHUDI_LOG_LEVEL"]) == {"debug", "info", "warning", "error"}
+
+
+def test_every_documented_value_of_an_enumerated_setting_is_accepted() -> None:
+    for name, values in documented_values(README.read_text(encoding="utf-8")).items():
+        for value in values:
+            environ = {name: value, **_COMPANIONS.get(name, {})}
+            try:
+                load_settings(environ)
+            except SettingsError as exc:
+                raise AssertionError(
+                    f"README documents {name}={value!r}, the settings reject it: {exc}"
+                ) from None
+
+
+def test_every_documented_log_level_configures_faust() -> None:
+    from faust.cli import params
+    from faust.cli.base import LOGLEVELS
+
+    from streams.cli.worker import faust_worker_argv
+
+    faust_level = params.CaseInsensitiveChoice(LOGLEVELS)
+    for value in documented_values(README.read_text(encoding="utf-8"))["SHUDI_LOG_LEVEL"]:
+        argv = faust_worker_argv(load_settings({"SHUDI_LOG_LEVEL": value}), ["--without-web"])
+        assert argv[:3] == ["shudi", "worker", "--loglevel"], argv
+        # Faust's own option type, as `faust worker --loglevel` parses it: a bad value raises BadParameter.
+        faust_level.convert(argv[3], None, None)
+        assert argv[4:] == ["--without-web"]
+
+
+# --- secrets from files, mutual TLS ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("secret", ["SASL_PASSWORD", "SSL_KEY_PASSWORD", "IP_HASH_KEY"])
+def test_a_secret_is_read_from_its_file(secret: str, tmp_path: Path) -> None:
+    path = tmp_path / "secret"
+    path.write_text("from-a-file-7f3\n")  # `echo > file` adds a newline; Kubernetes Secrets usually do not
+    base = {"SHUDI_SECURITY_PROTOCOL": "SASL_SSL", "SHUDI_SASL_USERNAME": "svc"}
+    if secret != "SASL_PASSWORD":
+        base["SHUDI_SASL_PASSWORD"] = "pw"
+    if secret == "SSL_KEY_PASSWORD":
+        base["SHUDI_SSL_CERTFILE"] = "/etc/user.crt"
+    s = load_settings({**base, f"SHUDI_{secret}_FILE": str(path)})
+    value = getattr(s, secret.lower())
+    assert isinstance(value, SecretStr)
+    assert value.get_secret_value() == "from-a-file-7f3"
+    assert "from-a-file-7f3" not in repr(s)
+
+
+def test_a_secret_and_its_file_together_are_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "pw"
+    path.write_text("x")
+    with pytest.raises(SettingsError, match="not both"):
+        load_settings({"SHUDI_IP_HASH_KEY": "k", "SHUDI_IP_HASH_KEY_FILE": str(path)})
+
+
+def test_an_unreadable_secret_file_is_named(tmp_path: Path) -> None:
+    missing = tmp_path / "nope"
+    with pytest.raises(SettingsError, match=r"SHUDI_SASL_PASSWORD_FILE .*nope"):
+        load_settings(
+            {
+                "SHUDI_SECURITY_PROTOCOL": "SASL_SSL",
+                "SHUDI_SASL_USERNAME": "svc",
+                "SHUDI_SASL_PASSWORD_FILE": str(missing),
+            }
+        )
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"SHUDI_SSL_CERTFILE": "/c.crt"}, "SSL or SASL_SSL"),
+        ({"SHUDI_SSL_CAFILE": "/ca.crt"}, "SSL or SASL_SSL"),
+        ({"SHUDI_SECURITY_PROTOCOL": "SSL", "SHUDI_SSL_KEYFILE": "/k.key"}, "need SHUDI_SSL_CERTFILE"),
+        ({"SHUDI_SECURITY_PROTOCOL": "SSL", "SHUDI_SSL_KEY_PASSWORD": "p"}, "need SHUDI_SSL_CERTFILE"),
+    ],
+)
+def test_tls_files_without_tls_are_rejected(environ: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        load_settings(environ)
+
+
+def test_mutual_tls_settings_are_accepted() -> None:
+    s = load_settings(
+        {
+            "SHUDI_SECURITY_PROTOCOL": "SSL",
+            "SHUDI_SSL_CAFILE": "/ca.crt",
+            "SHUDI_SSL_CERTFILE": "/user.crt",
+            "SHUDI_SSL_KEYFILE": "/user.key",
+            "SHUDI_SSL_KEY_PASSWORD": "kp",
+        }
+    )
+    assert s.ssl_certfile == Path("/user.crt")
+    assert s.ssl_keyfile == Path("/user.key")
+    assert s.ssl_key_password is not None

@@ -43,8 +43,8 @@ from streams.devtools.simulate import (
     territory_shares,
     write_jsonl,
 )
-from streams.runtime.kafka import client_options
-from streams.settings import Settings
+from streams.pipeline.geodb.table import TerritoryTable
+from streams.runtime.kafka import KafkaConnection, KafkaConnectionError, explain_failure, quiet_kafka_logs
 
 
 @dataclass(slots=True)
@@ -54,13 +54,6 @@ class ProduceResult:
     bad: int
     wall_s: float
     stopped: bool  # by SIGINT/SIGTERM
-
-
-def _security_options(settings: Settings) -> dict[str, Any]:
-    """The worker's TLS/SASL client options; the broker address comes from --broker instead."""
-    options = client_options(settings)
-    del options["bootstrap_servers"]
-    return options
 
 
 def _status(sim: Simulation, sent: int, rate: float, lag: float) -> str:
@@ -75,9 +68,45 @@ def _status(sim: Simulation, sent: int, rate: float, lag: float) -> str:
     return line
 
 
+class _Deliveries:
+    """The broker's acknowledgements of the records sent: how many, and the errors."""
+
+    def __init__(self) -> None:
+        self.delivered = 0
+        self.errors: list[BaseException] = []
+
+    def on_done(self, fut: asyncio.Future[Any]) -> None:
+        if fut.cancelled():
+            self.errors.append(asyncio.CancelledError())
+        elif (exc := fut.exception()) is not None:
+            self.errors.append(exc)
+        else:
+            self.delivered += 1
+
+
+class _Progress:
+    """The one-line progress, rewritten in place at most twice a second."""
+
+    def __init__(self, sim: Simulation, show: Callable[[str], None], started: float) -> None:
+        self.sim, self.show = sim, show
+        self.last_shown, self.last_sent, self.width = started, 0, 0
+
+    def update(self, now: float, sent: int, lag: float) -> None:
+        if now - self.last_shown < 0.5:
+            return
+        line = _status(self.sim, sent, (sent - self.last_sent) / (now - self.last_shown), lag)
+        self.show("\r" + line.ljust(self.width))
+        self.width = len(line)
+        self.last_shown, self.last_sent = now, sent
+
+    def end(self) -> None:
+        if self.width:
+            self.show("\n")
+
+
 async def produce_simulation(
     sim: Simulation,
-    bootstrap: str,
+    kafka: KafkaConnection | str,
     topic: str,
     *,
     duration: float | None = None,
@@ -89,23 +118,24 @@ async def produce_simulation(
     """Send ``sim``'s events to ``topic``, each when the wall clock reaches its simulated time / speedup.
 
     Stops at the end of ``duration``/``limit``, or cleanly (flushing what was sent) on SIGINT/SIGTERM.
-    Raises the first delivery error, if any, after the flush.
+    Raises the first delivery error, if any, after the flush; :class:`KafkaConnectionError` (one line naming
+    the cause) if it cannot connect.
     """
-    from aiokafka import AIOKafkaProducer
-
-    show = echo or (lambda s: click.echo(s, nl=False, err=True))
     speedup = sim.config.speedup
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
+    conn = KafkaConnection.of(kafka)
+    producer = conn.producer(
         linger_ms=20,
         max_batch_size=256 * 1024,
         max_request_size=1024 * 1024,
         **(producer_kwargs or {}),
     )
     try:
-        await producer.start()
-    except BaseException:
+        with quiet_kafka_logs():
+            await producer.start()
+    except BaseException as exc:
         await producer.stop()  # releases the client it made; else aiokafka warns "Unclosed AIOKafkaProducer"
+        if isinstance(exc, Exception):
+            raise KafkaConnectionError(await explain_failure(conn, exc)) from None
         raise
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -115,52 +145,36 @@ async def produce_simulation(
             loop.add_signal_handler(sig, stop.set)
             handled.append(sig)
 
-    errors: list[BaseException] = []
-    delivered = 0
-
-    def on_done(fut: asyncio.Future[Any]) -> None:
-        nonlocal delivered
-        if fut.cancelled():
-            errors.append(asyncio.CancelledError())
-        elif (exc := fut.exception()) is not None:
-            errors.append(exc)
-        else:
-            delivered += 1
-
+    deliveries = _Deliveries()
     sent = bad = 0
     started = loop.time()
-    last_shown, last_sent = started, 0
-    width = 0
+    shown = _Progress(sim, echo or (lambda s: click.echo(s, nl=False, err=True)), started)
     try:
         for event in sim.events(duration=duration, limit=limit):
             delay = started + event.offset / speedup - loop.time()
             if delay > 0.005:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), delay)
-            if stop.is_set() or errors:
+            if stop.is_set() or deliveries.errors:
                 sim.retract(event)  # not sent: keep the ground truth to what the topic holds
                 break
             fut = await producer.send(topic, event.value, key=event.key)
-            fut.add_done_callback(on_done)
+            fut.add_done_callback(deliveries.on_done)
             sent += 1
             bad += event.bad_reason is not None
-            now = loop.time()
-            if progress and now - last_shown >= 0.5:
-                lag = now - (started + event.offset / speedup)
-                line = _status(sim, sent, (sent - last_sent) / (now - last_shown), lag)
-                show("\r" + line.ljust(width))
-                width = len(line)
-                last_shown, last_sent = now, sent
+            if progress:
+                now = loop.time()
+                shown.update(now, sent, lag=now - (started + event.offset / speedup))
         await producer.flush()
     finally:
         for sig in handled:
             loop.remove_signal_handler(sig)
         await producer.stop()
-        if progress and width:
-            show("\n")
-    if errors:
-        raise errors[0]
-    return ProduceResult(sent, delivered, bad, loop.time() - started, stop.is_set())
+        if progress:
+            shown.end()
+    if deliveries.errors:
+        raise deliveries.errors[0]
+    return ProduceResult(sent, deliveries.delivered, bad, loop.time() - started, stop.is_set())
 
 
 @click.command("simulate")
@@ -286,36 +300,15 @@ def simulate(
     in proportion to internet users, a daily cycle, repeat posters with stable addresses, popular posts,
     a share of malformed events and scripted or random bursts. Records are keyed by post_id.
     """
-    from streams.pipeline.geodb import parse_paths
-    from streams.pipeline.geodb.base import DatabaseError
-    from streams.pipeline.geodb.labeller import load
-
     settings = settings_or_exit()
-    paths = parse_paths(db_path) if db_path else settings.geoip_db
-    db = ",".join(str(p) for p in paths)
-    try:
-        sources, table = load(paths)  # a clear one-line error for a missing or wrong file
-    except DatabaseError as exc:
-        raise CommandError(str(exc)) from None
-    for s in sources:
-        s.close()
-    try:
-        begin = parse_time(start) if start else datetime.now(TZ_CN).replace(microsecond=0)
-    except ValueError:
-        raise click.BadParameter(f"not an RFC 3339 date-time: {start!r}", param_hint="--start") from None
+    db, table = _checked_db(db_path, settings.geoip_db)
+    begin = _start_time(start)
     if seed is None:
         seed = random.SystemRandom().randrange(1 << 31)
     if progress is None:
         progress = sys.stderr.isatty()
 
-    t0 = time.perf_counter()
-    click.echo(f"drawing addresses from the ranges of {db} ...", err=True)
-    pool = TerritoryPool.from_table(table, seed=seed)
-    click.echo(
-        f"{len(pool.codes)} territories ({time.perf_counter() - t0:.1f}s); seed {seed}, "
-        f"start {rfc3339(begin)}",
-        err=True,
-    )
+    pool = _pool(db, table, seed, begin)
     config = SimConfig(
         start=begin,
         rate=rate,
@@ -328,16 +321,81 @@ def simulate(
         posts=posts,
         window=window,
     )
+    horizon = duration or (max_events / config.sim_rate if max_events else 3600 * speedup)
+    sim = _simulation(pool, config, bursts_file, n_random, horizon)
+    if truth is not None:
+        write_jsonl(truth, sim.truth())
+
+    topic = topic or settings.input_topic
+    kafka = KafkaConnection.from_settings(settings)
+    if broker:
+        kafka = kafka.with_bootstrap(broker)  # other brokers, the same TLS/SASL settings
+    try:
+        result = _produce(sim, kafka, topic, duration=duration, limit=max_events, progress=progress)
+    finally:
+        if truth is not None:
+            write_jsonl(truth, sim.truth())
+        if counts is not None:
+            write_jsonl(counts, sim.count_rows())
+    how = "stopped" if result.stopped else "done"
+    click.echo(
+        f"{how}: sent {result.sent:,} events ({result.bad:,} malformed) to {topic} in {result.wall_s:.1f}s; "
+        f"simulated {rfc3339(sim.time_of(0))} → {rfc3339(sim.time_of(sim.sim_offset))}",
+        err=True,
+    )
+
+
+def _checked_db(db_path: str | None, configured: tuple[Path, ...]) -> tuple[str, TerritoryTable]:
+    """The database file(s) (``--db``, else the setting) and their compiled table: a clear one-line error
+    for a missing or unusable file."""
+    from streams.pipeline.geodb import parse_paths
+    from streams.pipeline.geodb.base import DatabaseError
+    from streams.pipeline.geodb.labeller import load
+
+    paths = parse_paths(db_path) if db_path else list(configured)
+    try:
+        sources, table = load(paths)
+    except DatabaseError as exc:
+        raise CommandError(str(exc)) from None
+    for s in sources:
+        s.close()
+    return ",".join(str(p) for p in paths), table
+
+
+def _pool(db: str, table: TerritoryTable, seed: int, begin: datetime) -> TerritoryPool:
+    t0 = time.perf_counter()
+    click.echo(f"drawing addresses from the ranges of {db} ...", err=True)
+    pool = TerritoryPool.from_table(table, seed=seed)
+    click.echo(
+        f"{len(pool.codes)} territories ({time.perf_counter() - t0:.1f}s); seed {seed}, "
+        f"start {rfc3339(begin)}",
+        err=True,
+    )
+    return pool
+
+
+def _start_time(start: str | None) -> datetime:
+    """``--start`` (RFC 3339; no offset: Asia/Shanghai), else now to the second."""
+    try:
+        return parse_time(start) if start else datetime.now(TZ_CN).replace(microsecond=0)
+    except ValueError:
+        raise click.BadParameter(f"not an RFC 3339 date-time: {start!r}", param_hint="--start") from None
+
+
+def _simulation(
+    pool: TerritoryPool, config: SimConfig, bursts_file: Path | None, n_random: int, horizon: float
+) -> Simulation:
+    """The simulation with the bursts of ``bursts_file`` and ``n_random`` more over ``horizon`` simulated
+    seconds; each burst is announced on stderr."""
     bursts: list[Burst] = []
     if bursts_file is not None:
         try:
-            bursts = load_bursts(bursts_file, begin)
+            bursts = load_bursts(bursts_file, config.start)
         except BurstFileError as exc:
             raise click.BadParameter(str(exc), param_hint="--bursts") from None
     if n_random:
-        horizon = duration or (max_events / config.sim_rate if max_events else 3600 * speedup)
         shares = territory_shares(pool.codes, config.weights, config.other_weight)
-        bursts += random_bursts(n_random, shares, seed=seed, horizon=horizon, first=len(bursts))
+        bursts += random_bursts(n_random, shares, seed=config.seed, horizon=horizon, first=len(bursts))
     try:
         sim = Simulation(pool, config, bursts)
     except ValueError as exc:
@@ -348,37 +406,20 @@ def simulate(
             f" on {', '.join(row['post_ids'])} (~{row['expected_extra']:.0f} extra)",
             err=True,
         )
-    if truth is not None:
-        write_jsonl(truth, sim.truth())
+    return sim
 
-    topic = topic or settings.input_topic
-    bootstrap = broker or settings.broker
-    from aiokafka.errors import KafkaError
 
-    result: ProduceResult | None = None
+def _produce(sim: Simulation, kafka: KafkaConnection, topic: str, **options: Any) -> ProduceResult:
+    """:func:`produce_simulation` in its own event loop; a Kafka or network failure is a CommandError."""
+    from aiokafka.errors import KafkaError, TopicAuthorizationFailedError
+
     try:
-        result = asyncio.run(
-            produce_simulation(
-                sim,
-                bootstrap,
-                topic,
-                duration=duration,
-                limit=max_events,
-                progress=progress,
-                producer_kwargs=_security_options(settings),
-            )
-        )
+        return asyncio.run(produce_simulation(sim, kafka, topic, **options))
+    except KafkaConnectionError as exc:
+        raise CommandError(f"producing to {topic} at {kafka.bootstrap} failed: {exc}", EXIT_FAILED) from None
+    except TopicAuthorizationFailedError:
+        raise CommandError(f"Kafka denies {kafka.identity()} WRITE on topic {topic!r}", EXIT_FAILED) from None
     except (KafkaError, OSError) as exc:
-        raise CommandError(f"producing to {topic} at {bootstrap} failed: {exc!r}", EXIT_FAILED) from None
-    finally:
-        if truth is not None:
-            write_jsonl(truth, sim.truth())
-        if counts is not None:
-            write_jsonl(counts, sim.count_rows())
-    assert result is not None
-    how = "stopped" if result.stopped else "done"
-    click.echo(
-        f"{how}: sent {result.sent:,} events ({result.bad:,} malformed) to {topic} in {result.wall_s:.1f}s; "
-        f"simulated {rfc3339(sim.time_of(0))} → {rfc3339(sim.time_of(sim.sim_offset))}",
-        err=True,
-    )
+        raise CommandError(
+            f"producing to {topic} at {kafka.bootstrap} failed: {type(exc).__name__}: {exc}", EXIT_FAILED
+        ) from None

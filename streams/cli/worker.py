@@ -9,6 +9,7 @@ from typing import NoReturn
 import click
 
 from streams.cli.errors import EXIT_FAILED, EXIT_FATAL, CommandError, settings_or_exit
+from streams.settings import Settings
 
 # Faust's `--loglevel` vocabulary; the settings use Python's level names.
 FAUST_LOG_LEVELS = {"debug": "debug", "info": "info", "warning": "warn", "error": "error"}
@@ -24,6 +25,7 @@ def worker(ctx: click.Context) -> NoReturn:
     from streams.pipeline.geoip import DatabaseError
     from streams.runtime.app import create_app
     from streams.runtime.health import serve
+    from streams.runtime.kafka import KafkaConnectionError
     from streams.runtime.topics import ensure_topics
 
     settings = settings_or_exit()
@@ -33,13 +35,18 @@ def worker(ctx: click.Context) -> NoReturn:
         shudi = create_app(settings)
     except DatabaseError as exc:
         raise CommandError(str(exc)) from None
-    asyncio.run(ensure_topics(settings))
+    try:
+        # Connects, creates missing topics and checks every right the worker needs: bad credentials, an
+        # untrusted certificate or a missing ACL stop the worker here, in one line, before Faust starts.
+        asyncio.run(ensure_topics(settings))
+    except KafkaConnectionError as exc:
+        raise CommandError(str(exc), EXIT_FAILED) from None
     if settings.metrics_port:
         serve(settings.metrics_host, settings.metrics_port, shudi.metrics.registry, shudi.health)
     if _have_uvloop():
         # Faust reads `--loop` from sys.argv at import time only; this sets the policy before its loop exists.
         mode.loop.use("uvloop")
-    sys.argv = ["shudi", "worker", "--loglevel", FAUST_LOG_LEVELS[settings.log_level], *ctx.args]
+    sys.argv = faust_worker_argv(settings, ctx.args)
     try:
         shudi.app.main()
     except SystemExit:
@@ -47,6 +54,11 @@ def worker(ctx: click.Context) -> NoReturn:
             sys.exit(EXIT_FATAL)
         raise
     sys.exit(0)  # pragma: no cover -- app.main() always raises SystemExit
+
+
+def faust_worker_argv(settings: Settings, extra: list[str]) -> list[str]:
+    """The command line Faust's own worker command parses: the settings' log level in Faust's vocabulary."""
+    return ["shudi", "worker", "--loglevel", FAUST_LOG_LEVELS[settings.log_level], *extra]
 
 
 def _have_uvloop() -> bool:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from ipaddress import IPv4Network, IPv6Network, ip_address
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,14 @@ import maxminddb
 
 from streams.pipeline.countries import COUNTRIES
 from streams.pipeline.geoip import location_from_record
-from streams.pipeline.territory import DIVISIONS, PROVINCES, Division, label_location, special_reason
+from streams.pipeline.territory import (
+    DIVISIONS,
+    PROVINCES,
+    Division,
+    Territory,
+    label_location,
+    special_reason,
+)
 
 Record = Mapping[str, Any]
 
@@ -185,31 +192,46 @@ def build_synthetic_db(path: Path | str, networks: int = 250_000, seed: int = 1)
     )
 
 
+def labelled_networks(db_path: Path | str) -> Iterator[tuple[IPv4Network | IPv6Network, Territory]]:
+    """Every network of the MaxMind DB at ``db_path`` with the territory shudi's labeller gives it (reads
+    the whole tree: seconds for ~300k networks)."""
+    with maxminddb.open_database(str(db_path)) as reader:
+        for network, record in reader:
+            yield network, label_location(location_from_record(record)).territory
+
+
 def sample_ips(
-    db_path: Path | str, territory_code: str | None = None, n: int = 1, seed: int = 0
+    db_path: Path | str,
+    territory_code: str | None = None,
+    n: int = 1,
+    seed: int = 0,
+    *,
+    unique: bool = False,
 ) -> list[str]:
     """``n`` addresses drawn uniformly over the database's own networks (then uniformly inside the network),
-    optionally only networks whose label code is ``territory_code`` ("CN-GD", "US", "HK" ...).
+    optionally only networks whose label code is ``territory_code`` ("CN-GD", "US", "HK" ...); with
+    ``unique``, ``n`` different ones.
 
     Raises ValueError if no network matches. Reads the whole tree (seconds for ~300k networks).
     """
     rng = random.Random(seed)
-    networks: list[IPv4Network | IPv6Network] = []
-    with maxminddb.open_database(str(db_path)) as reader:
-        for network, record in reader:
-            if territory_code is not None:
-                label = label_location(location_from_record(record))
-                if label.territory.code != territory_code:
-                    continue
-            networks.append(network)
+    networks: list[IPv4Network | IPv6Network]
+    if territory_code is None:
+        with maxminddb.open_database(str(db_path)) as reader:
+            networks = [network for network, _ in reader]
+    else:
+        networks = [net for net, t in labelled_networks(db_path) if t.code == territory_code]
     if not networks:
         raise ValueError(f"no network in {db_path} labels as {territory_code!r}")
     out: list[str] = []
+    seen: set[str] = set()
     while len(out) < n:
         net = rng.choice(networks)
-        ip = net.network_address + rng.randrange(net.num_addresses)
-        if special_reason(ip) is None:
-            out.append(str(ip))
+        host = net.network_address + rng.randrange(net.num_addresses)
+        ip = str(host)
+        if special_reason(host) is None and not (unique and ip in seen):
+            out.append(ip)
+            seen.add(ip)
     return out
 
 

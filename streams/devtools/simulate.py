@@ -65,7 +65,8 @@ from typing import Any, Final
 
 import msgspec
 
-from streams.devtools.sample import PHRASES, bad_event
+from streams.devtools.sample import bad_event, comment, comment_text
+from streams.pipeline.events import post_id_key
 from streams.pipeline.geodb.table import TerritoryTable
 from streams.pipeline.territory import Territory, special_reason, unwrap_tunnel
 
@@ -786,7 +787,7 @@ class Simulation:
                     bad_kind += 1
                     assert bad.bad_reason is not None
                     self.bad_reasons[bad.bad_reason] += 1
-                    event = SimEvent(offset, bad.value, _key_of(bad.value), code, bad.ip, bad.bad_reason)
+                    event = SimEvent(offset, bad.value, post_id_key(bad.value), code, bad.ip, bad.bad_reason)
                 else:
                     self.counts[(code, self.window_start(offset))] += 1
                     if burst is not None:
@@ -851,37 +852,16 @@ class Simulation:
             post_id = rng.choice(burst.post_ids)
         else:
             post_id = f"p{_zipf_rank(rng.random(), cfg.posts, cfg.post_zipf)}"
-        text = "，".join(rng.choice(PHRASES) for _ in range(rng.randint(1, 4)))
+        text = comment_text(rng, phrases=(1, 4))
         lang = _LANG.get(code, "zh-CN")
         if self.pool.territories[code].scope == "overseas" and rng.random() < 0.3:
             lang = "en"
-        good: dict[str, object] = {
-            "event_id": event_id,
-            "user_id": user_id,
-            "post_id": post_id,
-            "text": text,
-            "ip": ip,
-            "created_at": rfc3339(self.time_of(offset)),
-            "platform": rng.choices(_PLATFORMS, _PLATFORM_WEIGHTS)[0],
-            "lang": lang,
-        }
+        platform = rng.choices(_PLATFORMS, _PLATFORM_WEIGHTS)[0]
+        when = self.time_of(offset)  # in Asia/Shanghai: created_at as rfc3339() writes it
+        good = comment(
+            rng, event_id, ip, when, text=text, user_id=user_id, post_id=post_id, platform=platform, lang=lang
+        )
         return good, ip, post_id
-
-
-class _Keyed(msgspec.Struct):
-    post_id: object = None
-
-
-_key_decoder = msgspec.json.Decoder(_Keyed)
-
-
-def _key_of(value: bytes) -> bytes | None:
-    """A bad event's key: its post_id if it still has one (as ``shudi send`` does), else None."""
-    try:
-        post_id = _key_decoder.decode(value).post_id
-    except (msgspec.DecodeError, UnicodeDecodeError):
-        return None
-    return post_id.encode() if isinstance(post_id, str) else None
 
 
 def write_jsonl(path: Path | str, rows: Iterable[Mapping[str, Any]]) -> None:

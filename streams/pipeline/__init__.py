@@ -7,6 +7,7 @@
 - :mod:`~streams.pipeline.windows`: event-time windows and the bounded top-posts sketch.
 - :mod:`~streams.pipeline.clock`: watermarks of the counting partitions, which windows close.
 - :mod:`~streams.pipeline.detector`: the streaming burst detector, one step per territory and window.
+- :mod:`~streams.pipeline.codec`: msgpack bytes for the values the counting stage keeps in tables.
 
 Everything here is tested without a broker; :mod:`streams.runtime` wires it to Kafka and Faust.
 """

@@ -1,15 +1,19 @@
 """Event-time bookkeeping of one counting partition: the watermark, the global totals, which windows close.
 
-Pure (no Faust, no Kafka): the enrichment loop keeps a :class:`PartitionClock` per partition of the
-counts topic in a Faust table and asks it, after every tick, which windows are now final.
+Pure (no Faust, no Kafka): the counting agent (:mod:`streams.runtime.counting`) keeps a
+:class:`PartitionClock` per partition of the counts topic in a Faust table and asks it, after every tick,
+which windows are now final. The enrichment loop (:mod:`streams.runtime.enrichment`) uses the functions at
+the end of this module to build what it sends: :func:`count_deltas`, :func:`window_totals` and
+:func:`counting_partition`.
 
 Why ticks: the enrichment stage sends each territory's per-batch counts to the one partition that owns the
 territory, but event time and the total of all comments (for the share test and the global detector) are
-needed by every partition. So every source (input partition) also broadcasts a tick to all counting
-partitions about once a second: its watermark (the latest ``created_at`` it has seen) and the per-window
-totals since its last tick. A partition's watermark is the lowest of its active sources', so a window closes
-only when every source has moved past it plus the allowed lateness; a source silent for ``source_idle_s``
-of wall time stops holding the others back (a quiet partition must not stall every window).
+needed by every partition. So every source (input partition) also sends a tick to every counting partition
+about once a second, after the deltas in the same ``CountBatch``: its watermark (the latest ``created_at``
+it has seen) and the per-window totals since its last tick. A partition's watermark is the lowest of its
+active sources', so a window closes only when every source has moved past it plus the allowed lateness; a
+source silent for ``SOURCE_SILENT_S`` of wall time stops holding the others back (a quiet partition must not
+stall every window).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from collections.abc import Iterable
 import msgspec
 from aiokafka.partitioner import murmur2
 
+from streams.pipeline.codec import msgpack_codec
 from streams.pipeline.events import MAX_DELTA_POSTS, CountDelta, WindowDelta
 from streams.pipeline.territory import Territory
 from streams.pipeline.windows import WindowSpec
@@ -60,7 +65,7 @@ class PartitionClock(msgspec.Struct, gc=False):
         for start, n in totals:
             self.totals[start] = self.totals.get(start, 0) + n
 
-    def is_late(self, window_start: int, spec: WindowSpec) -> bool:
+    def is_late(self, window_start: int) -> bool:
         """A window already closed here: counts for it arrive too late to be counted."""
         return self.next_close is not None and window_start < self.next_close
 
@@ -122,13 +127,4 @@ def _align(t: float, hop: int) -> int:
     return int(t // hop) * hop
 
 
-_clock_encoder = msgspec.msgpack.Encoder()
-_clock_decoder = msgspec.msgpack.Decoder(PartitionClock)
-
-
-def encode_clock(clock: PartitionClock) -> bytes:
-    return _clock_encoder.encode(clock)
-
-
-def decode_clock(raw: bytes) -> PartitionClock:
-    return _clock_decoder.decode(raw)
+encode_clock, decode_clock = msgpack_codec(PartitionClock)

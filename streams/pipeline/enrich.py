@@ -8,6 +8,7 @@ Every record ends up in exactly one of the two outputs, and nothing in this modu
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -86,6 +87,8 @@ class BatchStats:
     dead_reasons: Counter[DeadLetterReason] = field(default_factory=Counter)
     cache_hits: int = 0
     cache_misses: int = 0
+    # Enriched, but not counted in any window: created_at too far ahead of the worker's clock.
+    ahead: int = 0
 
 
 @dataclass(slots=True)
@@ -113,6 +116,7 @@ class Enricher:
         max_message_bytes: int,
         ip_hash_key: bytes | None = None,
         windows: WindowSpec | None = None,
+        max_ahead_s: float = 0.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._labeller = labeller
@@ -120,12 +124,18 @@ class Enricher:
         self._max_bytes = max_message_bytes
         self._ip_hash_key = ip_hash_key
         self._clock = clock
+        # One comment stamped a year ahead (a device with a wrong clock) would move its partition's
+        # watermark a year on: every window up to it would close, and all later comments would be late.
+        self._max_ahead_s = max_ahead_s if max_ahead_s > 0 else math.inf
 
     def process_batch(self, records: Sequence[ConsumedRecord]) -> BatchResult:
         enriched: list[OutRecord] = []
         dead: list[OutRecord] = []
         stats = BatchStats()
-        now = datetime.fromtimestamp(self._clock(), tz=UTC)
+        wall = self._clock()
+        now = datetime.fromtimestamp(wall, tz=UTC)
+        horizon = wall + self._max_ahead_s
+        ahead = 0
         labeller = self._labeller
         label = labeller.label
         db_build = labeller.build
@@ -175,6 +185,9 @@ class Enricher:
             )
             if hop:
                 event_time = event_seconds(comment.created_at)  # a dict hit: decode_comment checked it
+                if event_time > horizon:
+                    ahead += 1
+                    continue
                 counted.append((code, int(event_time // hop), comment.post_id))
                 partition = record.partition
                 if event_time > watermarks.get(partition, -1e18):
@@ -182,6 +195,7 @@ class Enricher:
             else:
                 counted.append((code, 0, ""))
         stats.enriched = len(enriched)
+        stats.ahead = ahead
         hits_after, misses_after = labeller.cache_counts()
         stats.cache_hits = max(0, hits_after - hits_before)
         stats.cache_misses = max(0, misses_after - misses_before)

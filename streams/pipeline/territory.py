@@ -32,6 +32,7 @@ UnknownReason = Literal[
     "reserved",  # every other special-purpose range
     "db_error",  # the database raised while reading the record
 ]
+UNKNOWN_REASONS: Final[tuple[UnknownReason, ...]] = get_args(UnknownReason)  # a metric label's vocabulary
 
 
 class Territory(msgspec.Struct, frozen=True, gc=False):

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import msgspec
 
+from streams.pipeline.codec import msgpack_codec
+
 
 @dataclass(frozen=True, slots=True)
 class WindowSpec:
@@ -103,13 +105,4 @@ class WindowAgg(msgspec.Struct, gc=False):
     posts: TopPosts = msgspec.field(default_factory=TopPosts)
 
 
-_agg_encoder = msgspec.msgpack.Encoder()
-_agg_decoder = msgspec.msgpack.Decoder(WindowAgg)
-
-
-def encode_agg(agg: WindowAgg) -> bytes:
-    return _agg_encoder.encode(agg)
-
-
-def decode_agg(raw: bytes) -> WindowAgg:
-    return _agg_decoder.decode(raw)
+encode_agg, decode_agg = msgpack_codec(WindowAgg)

@@ -17,7 +17,7 @@ from streams.pipeline.geodb.labeller import DatabaseWatcher, Labeller, ReloadRes
 from streams.runtime.counting import register_detection_agent, window_spec
 from streams.runtime.enrichment import EnrichmentService
 from streams.runtime.health import Health
-from streams.runtime.kafka import ssl_context
+from streams.runtime.kafka import KafkaConnection
 from streams.runtime.metrics import Metrics
 from streams.settings import Settings
 
@@ -33,25 +33,6 @@ class Shudi:
     watcher: DatabaseWatcher
     health: Health
     enrichment: EnrichmentService
-
-
-def faust_broker_urls(settings: Settings) -> list[str]:
-    return [f"kafka://{server}" for server in settings.bootstrap_servers]
-
-
-def broker_credentials(settings: Settings) -> faust.SASLCredentials | faust.SSLCredentials | None:
-    context = ssl_context(settings)
-    if settings.security_protocol.startswith("SASL"):
-        password = settings.sasl_password.get_secret_value() if settings.sasl_password else None
-        return faust.SASLCredentials(
-            username=settings.sasl_username,
-            password=password,
-            mechanism=settings.sasl_mechanism,
-            ssl_context=context,
-        )
-    if context is not None:
-        return faust.SSLCredentials(context)
-    return None
 
 
 def worker_class(enrichment: EnrichmentService) -> type[faust.Worker]:
@@ -90,14 +71,21 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
         max_message_bytes=settings.max_message_bytes,
         ip_hash_key=settings.ip_hash_key.get_secret_value().encode() if settings.ip_hash_key else None,
         windows=window_spec(settings),
+        max_ahead_s=settings.max_event_ahead_s,
     )
     health = Health(stall_timeout_s=settings.stall_timeout_s)
     enrichment = EnrichmentService(settings, enricher, metrics, health)
 
+    kafka = KafkaConnection.from_settings(settings)
     app = faust.App(
         settings.app_id,
-        broker=faust_broker_urls(settings),
-        broker_credentials=broker_credentials(settings),
+        broker=kafka.faust_broker_urls(),
+        broker_credentials=kafka.faust_credentials(),
+        # The worker creates its topics before Faust starts (streams.runtime.topics), or finds them made by
+        # a platform team: Faust must not try (its CreateTopics would need the CREATE right), and it needs no
+        # leader topic (nothing here runs `on_leader`).
+        topic_allow_declare=False,
+        topic_disable_leader=True,
         autodiscover=False,
         store=settings.store,
         datadir=str(settings.data_dir),
@@ -120,7 +108,7 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
     )
     # Faust accepts an instance here too; its annotation only names the class form.
     app.service(enrichment)  # type: ignore[arg-type]
-    register_detection_agent(app, settings, metrics)
+    register_detection_agent(app, settings, metrics, health)
 
     async def watch_geoip_database() -> None:
         await watcher.run(settings.geoip_reload_interval_s)

@@ -18,17 +18,22 @@ Detection is driven by event time from the stream (ticks), never by Faust's wall
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import logging
 import time
-from collections.abc import Iterable
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import faust
 import msgspec
 
 from streams.pipeline.clock import SOURCE_SILENT_S, PartitionClock, decode_clock, encode_clock
+from streams.pipeline.codec import msgpack_codec
 from streams.pipeline.detector import GLOBAL_KEY, DetectorParams, TerritoryState, Verdict, step
 from streams.pipeline.events import (
     BurstEvent,
@@ -42,6 +47,7 @@ from streams.pipeline.events import (
 )
 from streams.pipeline.territory import Territory
 from streams.pipeline.windows import WindowAgg, WindowSpec, decode_agg, encode_agg
+from streams.runtime.health import Health
 from streams.runtime.metrics import Metrics
 from streams.settings import Settings
 
@@ -55,6 +61,9 @@ TABLES = (
     "shudi-clocks",
 )  # the counting partition that also runs the global-surge detector
 TOP_POSTS = 5
+# A batch of counts messages: at most this many, or what arrived within this long (a window lasts seconds).
+COUNTS_BATCH_MAX = 500
+COUNTS_BATCH_WITHIN_S = 0.1
 
 
 class DetectorRecord(msgspec.Struct, gc=False):
@@ -65,8 +74,7 @@ class DetectorRecord(msgspec.Struct, gc=False):
     state: TerritoryState | None = None
 
 
-_record_encoder = msgspec.msgpack.Encoder()
-_record_decoder = msgspec.msgpack.Decoder(DetectorRecord)
+_encode_record, _decode_record = msgpack_codec(DetectorRecord)
 
 
 def changelog_topics(settings: Settings) -> list[str]:
@@ -114,6 +122,16 @@ class Detection:
         self.bursts = app.topic(settings.bursts_topic, key_serializer="raw", value_serializer="raw")
         # Territories per counting partition, and their labels: rebuilt from `detectors` after a restart.
         self._owned: dict[int, dict[str, Territory]] = {}
+        # State changed while one batch of counts messages is handled, written to the tables once at the
+        # batch's end. Every table write is a changelog record, i.e. a message through Faust's producer
+        # buffer at a few hundred µs each: per message and per window, two workers' flushes once queued
+        # ~47,000 of them and delayed burst alerts by tens of seconds (issue #10). Now a batch costs one
+        # record per window touched, per territory stepped and per clock, however many messages and
+        # windows it holds. The agent acks a batch only after this write (``take_events``), so what a
+        # commit covers is in the changelogs: at-least-once as before.
+        self._stepped: dict[str, DetectorRecord] = {}
+        self._aggs: dict[bytes, tuple[int, WindowAgg]] = {}  # open windows changed in this batch
+        self._clocks: dict[int, PartitionClock] = {}  # clocks read or changed in this batch
 
     def _table(self, app: faust.App, name: str) -> Any:
         # Keys and values are bytes, msgspec-encoded here. Faust picks the changelog codec from the types:
@@ -123,21 +141,56 @@ class Detection:
     # --- messages ------------------------------------------------------------------------------------------
 
     async def on_message(self, partition: int, value: bytes | None) -> None:
+        await self.on_messages([(partition, value)])
+
+    async def on_messages(
+        self,
+        messages: Iterable[tuple[int, bytes | None]],
+        in_partition: Callable[[int], AbstractContextManager[object]] = lambda _: contextlib.nullcontext(),
+    ) -> None:
+        """Handle counts messages in order, then write what they changed to the tables once.
+
+        ``in_partition(p)`` wraps everything done for partition ``p``: a Faust table writes a key to the
+        changelog partition of the event being handled, which the agent sets (see ``_handling``).
+        """
         try:
-            message = decode_count_message(value or b"")
-        except msgspec.DecodeError:
-            # Our own internal topic: a bad record is a bug or a foreign producer, never a reason to stop.
-            self.metrics.bad_count_messages.inc()
-            return
-        if isinstance(message, CountBatch):
-            for delta in message.deltas:
-                self._add_delta(partition, delta)
-            if message.ticks:
-                await self._apply_ticks(partition, message.ticks)
-        elif isinstance(message, CountDelta):
-            self._add_delta(partition, message)
-        else:
-            await self._apply_ticks(partition, [message])
+            for partition, value in messages:
+                try:
+                    message = decode_count_message(value or b"")
+                except msgspec.DecodeError:
+                    # Our own internal topic: a bad record is a bug or a foreign producer, never a reason
+                    # to stop.
+                    self.metrics.bad_count_messages.inc()
+                    continue
+                with in_partition(partition):
+                    await self._handle(partition, message)
+        finally:
+            # Written even if a send failed half-way: the steps taken are in the gauges and events already.
+            self._persist(in_partition)
+
+    def _persist(self, in_partition: Callable[[int], AbstractContextManager[object]]) -> None:
+        writes: dict[int, list[tuple[Any, bytes, bytes]]] = {}
+        for code, record in self._stepped.items():
+            writes.setdefault(record.partition, []).append(
+                (self.detectors, code.encode(), _encode_record(record))
+            )
+        for key, (partition, agg) in self._aggs.items():
+            writes.setdefault(partition, []).append((self.windows, key, encode_agg(agg)))
+        for partition, clock in self._clocks.items():
+            writes.setdefault(partition, []).append((self.clocks, _clock_key(partition), encode_clock(clock)))
+        self._stepped.clear()
+        self._aggs.clear()
+        self._clocks.clear()
+        for partition, items in writes.items():
+            with in_partition(partition):
+                for table, key, value in items:
+                    table[key] = value
+
+    async def _handle(self, partition: int, message: CountBatch) -> None:
+        for delta in message.deltas:
+            self._add_delta(partition, delta)
+        if message.ticks:
+            await self._apply_ticks(partition, message.ticks)
 
     async def _apply_ticks(self, partition: int, ticks: list[Tick]) -> None:
         clock = self._clock(partition)
@@ -149,7 +202,6 @@ class Detection:
             await self._close(partition, start, clock.take_total(start))
         if due:
             clock.drop_totals_before(due[-1])
-        self.clocks[_clock_key(partition)] = encode_clock(clock)
         mark = clock.watermark(now, SOURCE_SILENT_S)
         if mark is not None:
             self.metrics.event_time_lag.set(max(0.0, now - mark))
@@ -159,27 +211,31 @@ class Detection:
         owned = self._territories(partition)
         if territory.code not in owned:
             owned[territory.code] = territory
-            self.detectors[territory.code.encode()] = _record_encoder.encode(
+            self.detectors[territory.code.encode()] = _encode_record(
                 DetectorRecord(partition=partition, territory=territory)
             )
         clock = self._clock(partition)
         for window in delta.windows:
-            if clock.is_late(window.start, self.spec):
+            if clock.is_late(window.start):
                 self.metrics.late_events.inc(window.count)
                 continue
             key = _window_key(territory.code, window.start)
-            raw = self.windows.get(key)
-            agg = decode_agg(raw) if raw is not None else WindowAgg()
+            known = self._aggs.get(key)
+            if known is None:
+                raw = self.windows.get(key)
+                known = self._aggs[key] = (partition, decode_agg(raw) if raw is not None else WindowAgg())
+            agg = known[1]
             agg.count += window.count
             agg.posts.add_many(window.posts)
-            self.windows[key] = encode_agg(agg)
 
     # --- closing windows -----------------------------------------------------------------------------------
 
     async def _close(self, partition: int, start: int, total: int) -> None:
         for code, territory in sorted(self._territories(partition).items()):
-            raw = self.windows.pop(_window_key(code, start), None)
-            agg = decode_agg(raw) if raw is not None else WindowAgg()
+            key = _window_key(code, start)
+            raw = self.windows.pop(key, None)  # a changelog tombstone only if the table has the key
+            pending = self._aggs.pop(key, None)
+            agg = pending[1] if pending is not None else decode_agg(raw) if raw is not None else WindowAgg()
             record = self._record(code, partition, territory)
             if record.state is None and agg.count == 0:
                 # A detector starts with its territory's first comments, not with the empty windows that
@@ -195,7 +251,7 @@ class Detection:
                 params=self.params,
             )
             record.state = state
-            self.detectors[code.encode()] = _record_encoder.encode(record)
+            self._stepped[code] = record
             if not verdict.stale:
                 self._export(territory, agg.count, verdict)
                 await self._announce(territory, start, agg, verdict, state.burst_start or burst_start)
@@ -212,7 +268,7 @@ class Detection:
             record.state, key=GLOBAL_KEY, window_start=start, count=total, total=None, params=self.params
         )
         record.state = state
-        self.detectors[GLOBAL_KEY.encode()] = _record_encoder.encode(record)
+        self._stepped[GLOBAL_KEY] = record
         if verdict.stale:
             return
         m = self.metrics
@@ -276,14 +332,20 @@ class Detection:
     # --- state ---------------------------------------------------------------------------------------------
 
     def _clock(self, partition: int) -> PartitionClock:
-        raw = self.clocks.get(_clock_key(partition))
-        return decode_clock(raw) if raw is not None else PartitionClock()
+        clock = self._clocks.get(partition)
+        if clock is None:
+            raw = self.clocks.get(_clock_key(partition))
+            clock = self._clocks[partition] = decode_clock(raw) if raw is not None else PartitionClock()
+        return clock
 
     def _record(self, code: str, partition: int, territory: Territory | None) -> DetectorRecord:
+        stepped = self._stepped.get(code)
+        if stepped is not None:
+            return stepped
         raw = self.detectors.get(code.encode())
         if raw is None:
             return DetectorRecord(partition=partition, territory=territory)
-        return _record_decoder.decode(raw)
+        return _decode_record(raw)
 
     def _territories(self, partition: int) -> dict[str, Territory]:
         owned = self._owned.get(partition)
@@ -291,7 +353,7 @@ class Detection:
             # First look at this partition since start or assignment: its territories are in the table.
             owned = {}
             for key, raw in self.detectors.items():
-                record = _record_decoder.decode(raw)
+                record = _decode_record(raw)
                 if record.partition == partition and record.territory is not None:
                     owned[key.decode()] = record.territory
             self._owned[partition] = owned
@@ -337,7 +399,28 @@ def _finite_or_none(x: float | None) -> float | None:
     return x if x is not None and x == x else None
 
 
-def register_detection_agent(app: faust.App, settings: Settings, metrics: Metrics) -> Detection:
+def _handling_in(last: Mapping[int, faust.EventT[bytes]], partition: int) -> AbstractContextManager[None]:
+    return _handling(last[partition])
+
+
+@contextlib.contextmanager
+def _handling(event: faust.EventT[bytes]) -> Iterator[None]:
+    """Faust's "current event" set to ``event``, as inside ``async for event in stream``.
+
+    A Faust table write goes to the changelog partition of the current event, which ``take_events`` does
+    not set while its batch is handled ("Cannot modify table key from outside of stream iteration").
+    ``faust.streams._current_event`` is the context variable Faust's own stream iteration sets.
+    """
+    token = faust.streams._current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        faust.streams._current_event.reset(token)
+
+
+def register_detection_agent(
+    app: faust.App, settings: Settings, metrics: Metrics, health: Health
+) -> Detection:
     detection = Detection(app, settings, metrics)
     counts = app.topic(
         settings.counts_topic, key_serializer="raw", value_serializer="raw", partitions=settings.partitions
@@ -345,8 +428,21 @@ def register_detection_agent(app: faust.App, settings: Settings, metrics: Metric
 
     @app.agent(counts, name="shudi.detect", concurrency=1)
     async def detect(stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
-            await detection.on_message(event.message.partition, event.message.value)
+        # Batches of messages (acked after the tables are written): see Detection.__init__. The agent is
+        # given a faust.Stream, whose take_events the StreamT interface does not declare.
+        batches = cast(faust.Stream[bytes], stream).take_events(
+            COUNTS_BATCH_MAX, within=COUNTS_BATCH_WITHIN_S
+        )
+        try:
+            async for events in batches:
+                last = {e.message.partition: e for e in events}
+                messages = ((e.message.partition, e.message.value) for e in events)
+                await detection.on_messages(messages, functools.partial(_handling_in, last))
+        except asyncio.CancelledError:
+            raise  # the worker is stopping or the agent restarting: not a failure
+        except Exception as exc:
+            health.stop_worker("counting agent", exc)
+            raise
 
     async def on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         revoked: set[Any] = args[0] if args else kwargs.get("revoked", set())

@@ -32,8 +32,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import os
-import signal
 import time
 from collections import Counter
 from collections.abc import Awaitable, Iterable, Sequence
@@ -41,7 +39,7 @@ from typing import Any
 
 import mode
 import msgspec
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka import AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, IllegalStateError
 from aiokafka.structs import TopicPartition
 
@@ -51,7 +49,7 @@ from streams.pipeline.events import CountBatch, CountDelta, Tick, encode_count_m
 from streams.pipeline.territory import Territory
 from streams.runtime.batch_send import send_batches
 from streams.runtime.health import Health
-from streams.runtime.kafka import client_options
+from streams.runtime.kafka import KafkaConnection
 from streams.runtime.metrics import Metrics
 from streams.settings import Settings
 
@@ -131,8 +129,8 @@ class EnrichmentService(mode.Service):
         # message: 15 % of the worker's CPU in a profile. Nothing of value is logged below INFO there.
         logging.getLogger("aiokafka").setLevel(max(logging.INFO, logging.getLogger().getEffectiveLevel()))
         # aiokafka clients bind to the running loop (Faust's), so they are made here, not in __init__.
-        options = client_options(self.settings)
-        self.consumer = AIOKafkaConsumer(
+        kafka = KafkaConnection.from_settings(self.settings)
+        self.consumer = kafka.consumer(
             group_id=f"{self.settings.app_id}-enrich",
             client_id=f"{self.settings.app_id}-enrich",
             enable_auto_commit=False,
@@ -144,15 +142,13 @@ class EnrichmentService(mode.Service):
             # produce request, an acknowledgement round trip and its bookkeeping.
             fetch_min_bytes=FETCH_MIN_BYTES,
             fetch_max_wait_ms=FETCH_WAIT_MS,
-            **options,
         )
-        self.producer = AIOKafkaProducer(
+        self.producer = kafka.producer(
             client_id=f"{self.settings.app_id}-enrich",
             acks="all",
             linger_ms=5,
             max_batch_size=256 * 1024,
             max_request_size=max(1 << 20, 4 * self.settings.max_message_bytes),
-            **options,
         )
         await self.producer.start()
         await self.consumer.start()
@@ -219,9 +215,7 @@ class EnrichmentService(mode.Service):
             self._fatal(exc)
 
     def _fatal(self, exc: BaseException) -> None:
-        log.critical("enrichment loop failed, stopping the worker: %s", type(exc).__name__, exc_info=exc)
-        self.health.mark_fatal(type(exc).__name__)  # `shudi worker` exits with 70 (cli.errors.EXIT_FATAL)
-        os.kill(os.getpid(), signal.SIGTERM)
+        self.health.stop_worker("enrichment loop", exc)
 
     async def _process(self, batches: dict[TopicPartition, list[Any]]) -> None:
         started = time.perf_counter()

@@ -8,6 +8,9 @@ worker to have started consuming.
 
 from __future__ import annotations
 
+import logging
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -15,6 +18,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -48,6 +53,16 @@ class Health:
 
     def mark_fatal(self, reason: str) -> None:
         self.fatal = reason
+
+    def stop_worker(self, stage: str, exc: BaseException) -> None:
+        """A stage died: fail ``/healthz`` and stop the worker, which then exits with ``EXIT_FATAL`` (70).
+
+        A worker whose stage died but that goes on running is the failure mode to avoid (faust-streaming
+        issues 175 and 640: an agent's exception leaves a live process that no longer consumes).
+        """
+        log.critical("%s failed, stopping the worker: %s", stage, type(exc).__name__, exc_info=exc)
+        self.mark_fatal(f"{stage}: {type(exc).__name__}")
+        os.kill(os.getpid(), signal.SIGTERM)
 
     def liveness(self) -> tuple[bool, str]:
         if self.fatal is not None:

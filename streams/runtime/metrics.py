@@ -15,6 +15,7 @@ import bisect
 import contextlib
 import itertools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from aiokafka.structs import TopicPartition
@@ -27,23 +28,9 @@ from streams.pipeline.enrich import BatchStats
 from streams.pipeline.events import DEAD_LETTER_REASONS
 from streams.pipeline.geodb.labeller import ReloadResult
 from streams.pipeline.geodb.table import TerritoryTable
-from streams.pipeline.territory import Territory, UnknownReason
+from streams.pipeline.territory import UNKNOWN_REASONS, Territory
 
 NAMESPACE = "shudi"
-
-UNKNOWN_REASONS: tuple[UnknownReason, ...] = (
-    "not_found",
-    "no_country",
-    "private",
-    "loopback",
-    "link_local",
-    "shared",
-    "documentation",
-    "multicast",
-    "unspecified",
-    "reserved",
-    "db_error",
-)
 
 
 class HotHistogram(Collector):
@@ -76,207 +63,164 @@ class HotHistogram(Collector):
         yield HistogramMetricFamily(self._name, self._documentation)
 
 
+TERRITORY_LABELS = ("territory", "scope")
+
+
+@dataclass(frozen=True)
+class _Declare:
+    """Metric constructors with the namespace and the registry given once: ``counter(name, ...)`` is
+    ``shudi_<name>_total`` on ``registry``."""
+
+    registry: CollectorRegistry
+
+    def counter(self, name: str, documentation: str, labels: Sequence[str] = ()) -> Counter:
+        return Counter(name, documentation, labels, namespace=NAMESPACE, registry=self.registry)
+
+    def gauge(self, name: str, documentation: str, labels: Sequence[str] = ()) -> Gauge:
+        return Gauge(name, documentation, labels, namespace=NAMESPACE, registry=self.registry)
+
+    def histogram(self, name: str, documentation: str, buckets: Sequence[float]) -> Histogram:
+        return Histogram(name, documentation, namespace=NAMESPACE, registry=self.registry, buckets=buckets)
+
+    def hot_histogram(self, name: str, documentation: str, buckets: Sequence[float]) -> HotHistogram:
+        histogram = HotHistogram(f"{NAMESPACE}_{name}", documentation, buckets)
+        self.registry.register(histogram)
+        return histogram
+
+
 class Metrics:
     """Every metric a worker exports, registered on one registry."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
         self._territory_children: dict[Territory, Any] = {}
-        self.events = Counter(
-            "events",
-            "Comment events consumed, by outcome.",
-            ["outcome"],
-            namespace=NAMESPACE,
-            registry=registry,
+        on = _Declare(registry)
+        self._declare_enrichment(on)
+        self._declare_counting(on)
+        # Series that exist at 0 before their first event (so rate() and increase() see the first one).
+        precreated: tuple[tuple[Counter, Iterable[str]], ...] = (
+            (self.events, ("enriched", "dead_lettered")),
+            (self.dead_letters, DEAD_LETTER_REASONS),
+            (self.unknown_territory, UNKNOWN_REASONS),
+            (self.cache_lookups, ("hit", "miss")),
         )
-        self.dead_letters = Counter(
-            "dead_letters",
-            "Events sent to the dead-letter topic, by reason.",
-            ["reason"],
-            namespace=NAMESPACE,
-            registry=registry,
+        for metric, values in precreated:
+            for label in values:
+                metric.labels(label)
+
+    def _declare_enrichment(self, on: _Declare) -> None:
+        """The enrichment loop's metrics (every worker, for the input partitions it consumes)."""
+        counter, gauge = on.counter, on.gauge
+        self.events = counter("events", "Comment events consumed, by outcome.", ["outcome"])
+        self.dead_letters = counter(
+            "dead_letters", "Events sent to the dead-letter topic, by reason.", ["reason"]
         )
-        self.territory_events = Counter(
-            "territory_events",
-            "Enriched comment events by territory label.",
-            ["territory", "scope"],
-            namespace=NAMESPACE,
-            registry=registry,
+        self.territory_events = counter(
+            "territory_events", "Enriched comment events by territory label.", TERRITORY_LABELS
         )
-        self.unknown_territory = Counter(
-            "geoip_unknown_lookups",
-            "Lookups that ended as the unknown territory, by reason.",
-            ["reason"],
-            namespace=NAMESPACE,
-            registry=registry,
+        self.unknown_territory = counter(
+            "geoip_unknown_lookups", "Lookups that ended as the unknown territory, by reason.", ["reason"]
         )
-        self.lookup_seconds = HotHistogram(
-            f"{NAMESPACE}_geoip_lookup_seconds",
-            "Time of GeoIP database reads (cache misses only; hits take well under a microsecond).",
+        self.lookup_seconds = on.hot_histogram(
+            "geoip_lookup_seconds",
+            "Time of territory-table lookups (cache misses only; hits take well under a microsecond).",
             buckets=(1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 1e-3, 1e-2),
         )
-        registry.register(self.lookup_seconds)
-        self.cache_lookups = Counter(
-            "geoip_cache_lookups",
-            "Label lookups by cache result.",
-            ["result"],
-            namespace=NAMESPACE,
-            registry=registry,
-        )
+        self.cache_lookups = counter("geoip_cache_lookups", "Label lookups by cache result.", ["result"])
         # `db` is the file name of one configured database: bounded by SHUDI_GEOIP_DB's list.
-        self.db_build = Gauge(
+        self.db_build = gauge(
             "geoip_database_build_timestamp_seconds",
             "Build time of each GeoIP database in use (Unix seconds).",
             ["db"],
-            namespace=NAMESPACE,
-            registry=registry,
         )
-        self.db_reloads = Counter(
+        self.db_reloads = counter(
             "geoip_database_reloads",
             "Attempts to load a replaced GeoIP database file, by file and result.",
             ["db", "result"],
-            namespace=NAMESPACE,
-            registry=registry,
         )
-        self.table_ranges = Gauge(
+        self.table_ranges = gauge(
             "geoip_table_ranges",
             "Address ranges in the compiled territory table, by address family.",
             ["family"],
-            namespace=NAMESPACE,
-            registry=registry,
         )
-        self.table_compile_seconds = Gauge(
+        self.table_compile_seconds = gauge(
             "geoip_table_compile_seconds",
             "Time the last compile of the territory table took (at start or on a reload).",
-            namespace=NAMESPACE,
-            registry=registry,
         )
-        self.batch_seconds = Histogram(
+        self.batch_seconds = on.histogram(
             "batch_processing_seconds",
             "Time to decode, validate, label and produce one batch.",
-            namespace=NAMESPACE,
-            registry=registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
         )
-        self.commit_failures = Counter(
+        self.commit_failures = counter(
             "commit_failures",
             "Offset commits refused after a rebalance (the batch is delivered again: at-least-once).",
-            namespace=NAMESPACE,
-            registry=registry,
         )
-        self.last_batch = Gauge(
-            "last_batch_timestamp_seconds",
-            "When the worker last finished a batch (Unix seconds).",
-            namespace=NAMESPACE,
-            registry=registry,
+        self.last_batch = gauge(
+            "last_batch_timestamp_seconds", "When the worker last finished a batch (Unix seconds)."
         )
-        self.consumer_lag = Gauge(
+        self.consumer_lag = gauge(
             "consumer_lag_messages",
             "Messages between the enrichment consumer's committed offset and the partition's end.",
             ["topic", "partition"],
-            namespace=NAMESPACE,
-            registry=registry,
         )
-        # --- counting and burst detection (exported by the worker that owns the territory's partition) ---
-        territory = ["territory", "scope"]
-        self.late_events = Counter(
+
+    def _declare_counting(self, on: _Declare) -> None:
+        """Counting and burst detection (exported by the worker that owns the territory's partition)."""
+        counter, gauge, territory = on.counter, on.gauge, TERRITORY_LABELS
+        self.late_events = counter(
             "late_events",
             "Comments whose event-time window had closed when their count arrived (in no window).",
-            namespace=NAMESPACE,
-            registry=registry,
         )
-        self.windows_closed = Counter(
-            "windows_closed", "Event-time windows closed.", namespace=NAMESPACE, registry=registry
+        self.events_ahead = counter(
+            "events_ahead_of_clock",
+            "Comments enriched but counted in no window: created_at more than SHUDI_MAX_EVENT_AHEAD_S "
+            "ahead of the worker's clock.",
         )
-        self.bad_count_messages = Counter(
+        self.windows_closed = counter("windows_closed", "Event-time windows closed.")
+        self.bad_count_messages = counter(
             "count_messages_invalid",
             "Records of the internal counts topic that could not be decoded (skipped).",
-            namespace=NAMESPACE,
-            registry=registry,
         )
-        self.window_events = Gauge(
-            "window_events",
-            "Comments from the territory in the last closed window.",
-            territory,
-            namespace=NAMESPACE,
-            registry=registry,
+        self.window_events = gauge(
+            "window_events", "Comments from the territory in the last closed window.", territory
         )
-        self.window_baseline = Gauge(
+        self.window_baseline = gauge(
             "window_baseline_events",
             "The detector's expected comments per window for the territory.",
             territory,
-            namespace=NAMESPACE,
-            registry=registry,
         )
-        self.burst_score = Gauge(
+        self.burst_score = gauge(
             "burst_score",
             "The territory's score against its own baseline in the last closed window.",
             territory,
-            namespace=NAMESPACE,
-            registry=registry,
         )
-        self.burst_share_score = Gauge(
+        self.burst_share_score = gauge(
             "burst_share_score",
             "The territory's share-of-all-comments score in the last closed window.",
             territory,
-            namespace=NAMESPACE,
-            registry=registry,
         )
-        self.burst_active = Gauge(
-            "burst_active",
-            "1 while a regional burst from the territory is active, else 0.",
-            territory,
-            namespace=NAMESPACE,
-            registry=registry,
+        self.burst_active = gauge(
+            "burst_active", "1 while a regional burst from the territory is active, else 0.", territory
         )
-        self.bursts_started = Counter(
-            "bursts_started",
-            "Regional bursts started, by territory.",
-            territory,
-            namespace=NAMESPACE,
-            registry=registry,
+        self.bursts_started = counter("bursts_started", "Regional bursts started, by territory.", territory)
+        self.global_window_events = gauge(
+            "global_window_events", "Comments of all territories in the last closed window."
         )
-        self.global_window_events = Gauge(
-            "global_window_events",
-            "Comments of all territories in the last closed window.",
-            namespace=NAMESPACE,
-            registry=registry,
+        self.global_window_baseline = gauge(
+            "global_window_baseline_events", "Expected comments of all territories per window."
         )
-        self.global_window_baseline = Gauge(
-            "global_window_baseline_events",
-            "Expected comments of all territories per window.",
-            namespace=NAMESPACE,
-            registry=registry,
+        self.global_surge_score = gauge(
+            "global_surge_score", "Score of all comments against their baseline in the last closed window."
         )
-        self.global_surge_score = Gauge(
-            "global_surge_score",
-            "Score of all comments against their baseline in the last closed window.",
-            namespace=NAMESPACE,
-            registry=registry,
+        self.global_surge_active = gauge(
+            "global_surge_active", "1 while a global surge (all territories together) is active, else 0."
         )
-        self.global_surge_active = Gauge(
-            "global_surge_active",
-            "1 while a global surge (all territories together) is active, else 0.",
-            namespace=NAMESPACE,
-            registry=registry,
-        )
-        self.global_surges_started = Counter(
-            "global_surges_started", "Global surges started.", namespace=NAMESPACE, registry=registry
-        )
-        self.event_time_lag = Gauge(
+        self.global_surges_started = counter("global_surges_started", "Global surges started.")
+        self.event_time_lag = gauge(
             "event_time_lag_seconds",
             "Wall time minus the event-time watermark of the counting partitions this worker owns (max).",
-            namespace=NAMESPACE,
-            registry=registry,
         )
-        for outcome in ("enriched", "dead_lettered"):
-            self.events.labels(outcome)
-        for reason in DEAD_LETTER_REASONS:
-            self.dead_letters.labels(reason)
-        for unknown in UNKNOWN_REASONS:
-            self.unknown_territory.labels(unknown)
-        for result in ("hit", "miss"):
-            self.cache_lookups.labels(result)
 
     def set_lag(self, lags: Mapping[TopicPartition, int]) -> None:
         for tp, lag in lags.items():
@@ -326,6 +270,8 @@ class Metrics:
             child.inc(n)
         for unknown, n in stats.unknown_reasons.items():
             self.unknown_territory.labels(unknown).inc(n)
+        if stats.ahead:
+            self.events_ahead.inc(stats.ahead)
         if stats.cache_hits:
             self.cache_lookups.labels("hit").inc(stats.cache_hits)
         if stats.cache_misses:

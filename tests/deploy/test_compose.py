@@ -372,6 +372,22 @@ def test_prometheus_config_passes_promtool(services: dict[str, dict[str, Any]], 
 def test_prometheus_rule_files_resolve(services: dict[str, dict[str, Any]]) -> None:
     for pattern, host in prometheus_rule_globs(services):
         assert sorted(host.parent.glob(host.name)), f"rule_files {pattern}: no file matches {host}"
+        assert host.parent.relative_to(ROOT) == Path("deploy/helm/shudi/rules"), (
+            "the chart's rules, not a copy"
+        )
+
+
+def test_rules_and_dashboards_live_once() -> None:
+    """Compose, promtool and the chart read the chart's files: no second copy in deploy/ to drift from."""
+    deploy = ROOT / "deploy"
+    rule_files = {
+        p.relative_to(ROOT)
+        for p in [*deploy.rglob("*.yml"), *deploy.rglob("*.yaml")]
+        if re.search(r"^groups:", p.read_text(encoding="utf-8"), re.MULTILINE)
+    }
+    dashboards = {p.relative_to(ROOT) for p in deploy.rglob("*.json") if '"panels"' in p.read_text("utf-8")}
+    assert rule_files == {Path("deploy/helm/shudi/rules/shudi.rules.yml")}
+    assert dashboards == {Path("deploy/helm/shudi/dashboards/shudi.json")}
 
 
 def parse_topic_commands(script: str) -> dict[str, tuple[int, int, dict[str, str], str]]:
@@ -579,7 +595,7 @@ def test_grafana_provisioning(services: dict[str, dict[str, Any]]) -> None:
     (provider,) = yaml.safe_load(providers.read_text(encoding="utf-8"))["providers"]
     dashboards = host_path(grafana, provider["options"]["path"])
     assert dashboards is not None
-    assert dashboards.relative_to(ROOT) == Path("deploy/grafana/dashboards")
+    assert dashboards.relative_to(ROOT) == Path("deploy/helm/shudi/dashboards")  # the chart's, not a copy
 
 
 @pytest.fixture(scope="module")

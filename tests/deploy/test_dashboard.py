@@ -1,4 +1,5 @@
-"""deploy/grafana/dashboards/shudi.json: structure, datasource, variables, every query on a real Prometheus.
+"""deploy/helm/shudi/dashboards/shudi.json (the one copy, compose's too): structure, datasource, variables,
+every query on a real Prometheus.
 
 Every PromQL expression of the dashboard (panel targets, annotations, variable queries) and of the rule
 files is sent to a real Prometheus (Debian's binary, see prom.py) after substituting Grafana's variables;
@@ -19,8 +20,8 @@ import pytest
 from tests.deploy.prom import PrometheusServer, run_prometheus
 
 ROOT = Path(__file__).resolve().parents[2]
-DASHBOARD = ROOT / "deploy/grafana/dashboards/shudi.json"
-RULE_FILES = sorted((ROOT / "deploy/prometheus/rules").glob("*.yml"))
+DASHBOARD = ROOT / "deploy/helm/shudi/dashboards/shudi.json"
+RULE_FILES = sorted((ROOT / "deploy/helm/shudi/rules").glob("*.yml"))
 DATASOURCE = {"type": "prometheus", "uid": "prometheus"}
 
 # What Grafana would put in place of its variables; values that select data once workers are scraped.

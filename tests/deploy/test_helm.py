@@ -19,20 +19,17 @@ import subprocess
 import tarfile
 import tempfile
 import typing
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from streams.settings import ENV_PREFIX, Settings, load_settings
+from streams.settings import ENV_PREFIX, SECRET_FILE_SETTINGS, Settings, load_settings
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "deploy" / "helm" / "shudi"
 HELM_SH = REPO / "deploy" / "tools" / "helm.sh"
-RULES_SRC = REPO / "deploy" / "prometheus" / "rules"
-DASHBOARDS_SRC = REPO / "deploy" / "grafana" / "dashboards"
 
 # The Kubernetes version the manifests are rendered for and validated against (kubernetes-validate 1.37
 # ships schemas for 1.25–1.37). 1.31 is the oldest minor still common on managed clusters.
@@ -108,6 +105,20 @@ SCENARIOS: dict[str, Doc | Path] = {
         {
             "keda": {"enabled": True, "maxReplicaCount": 8},
             "kafka": {"securityProtocol": "SSL", "tls": {"caSecret": {"name": "cluster-ca-cert"}}},
+        },
+    ),
+    # Mutual TLS from a Strimzi-style user Secret (user.crt, user.key) with an encrypted key, KEDA included.
+    "mutual-tls": _merge(
+        REQUIRED,
+        {
+            "keda": {"enabled": True, "maxReplicaCount": 8},
+            "kafka": {
+                "securityProtocol": "SSL",
+                "tls": {
+                    "caSecret": {"name": "my-cluster-cluster-ca-cert"},
+                    "clientSecret": {"name": "shudi-tls", "keyPasswordKey": "user.password"},
+                },
+            },
         },
     ),
     "keda-plaintext": _merge(
@@ -551,8 +562,13 @@ def test_worker_env_names_are_real_settings_and_load(scenario: tuple[str, list[D
     known = {ENV_PREFIX + field.upper() for field in Settings.model_fields}
     shudi_names = {k for k in env if k.upper().startswith(ENV_PREFIX)}
     assert shudi_names <= known, f"{name}: not shudi settings: {sorted(shudi_names - known)}"
-    # The worker would start with this environment (names and values).
-    load_settings({k: v for k, v in env.items() if k in shudi_names})
+    # The worker would start with this environment (names and values); files mounted in the pod are not here,
+    # so a secret given as a file (SHUDI_<SECRET>_FILE) is checked with a placeholder secret.
+    loadable = {k: v for k, v in env.items() if k in shudi_names}
+    for secret in SECRET_FILE_SETTINGS:
+        if loadable.pop(f"{ENV_PREFIX}{secret.upper()}_FILE", None) is not None:
+            loadable[f"{ENV_PREFIX}{secret.upper()}"] = "<from the mounted Secret>"
+    load_settings(loadable)
     for container in pod_spec(docs)["containers"] + pod_spec(docs).get("initContainers", []):
         if container["name"] != "shudi":
             assert not [v for v in container.get("env", []) if v["name"].startswith(ENV_PREFIX)]
@@ -569,6 +585,11 @@ def test_every_setting_can_be_set_through_the_chart(helm: str) -> None:
         f"values.schema.json config names that are no setting: {config_names - fields}"
     )
     missing = {ENV_PREFIX + f.upper() for f in fields} - emitted
+    # A secret is set either from a variable or from a mounted file; the chart uses one of the two forms.
+    for secret in SECRET_FILE_SETTINGS:
+        pair = {f"{ENV_PREFIX}{secret.upper()}", f"{ENV_PREFIX}{secret.upper()}_FILE"}
+        if pair & emitted:
+            missing -= pair
     assert not missing, (
         f"settings the chart cannot set: {sorted(missing)}; add them to `config` in values.schema.json "
         "(or to the values the chart manages)"
@@ -684,7 +705,10 @@ def test_checksum_annotation_follows_the_config(helm: str, tmp_path: Path) -> No
     [
         (_merge({k: v for k, v in REQUIRED.items() if k != "kafka"}), "bootstrapServers"),
         (_merge(REQUIRED, {"kafka": {"bootstrapServers": ""}}), "bootstrapServers"),
-        (_merge({k: v for k, v in REQUIRED.items() if k != "image"}), "image"),
+        (
+            _merge(REQUIRED, {"kafka": {"tls": {"clientSecret": {"name": "shudi-tls"}}}}),
+            "kafka.tls.clientSecret",
+        ),
         (_merge(REQUIRED, {"config": {"geoip_dbb": "/x"}}), "geoip_dbb"),
         (_merge(REQUIRED, {"config": {"batch_size": 0}}), "batch_size"),
         (_merge(REQUIRED, {"geoip": {"source": "http"}}), "source"),
@@ -707,7 +731,7 @@ def test_checksum_annotation_follows_the_config(helm: str, tmp_path: Path) -> No
     ids=[
         "no-bootstrap",
         "empty-bootstrap",
-        "no-image-tag",
+        "client-cert-without-tls",
         "unknown-setting",
         "bad-setting-value",
         "bad-geoip-source",
@@ -781,7 +805,7 @@ def test_geoip_several_files_from_one_volume(helm: str, tmp_path: Path) -> None:
 
 
 def test_keda_scales_on_the_enrich_group_lag(helm: str) -> None:
-    for name in ("production", "keda-ssl", "keda-plaintext"):
+    for name in ("production", "keda-ssl", "keda-plaintext", "mutual-tls"):
         docs = list(_render_scenario(helm, name))
         env = worker_env(docs)
         scaled = only(docs, "ScaledObject")
@@ -805,6 +829,35 @@ def test_keda_scales_on_the_enrich_group_lag(helm: str) -> None:
         else:
             (auth,) = auths
             assert trigger["authenticationRef"]["name"] == auth["metadata"]["name"]
+            parameters = {ref["parameter"] for ref in auth["spec"].get("secretTargetRef", [])}
+            assert ("cert" in parameters and "key" in parameters) == ("SHUDI_SSL_CERTFILE" in env)
+
+
+def test_image_tag_defaults_to_the_app_version(helm: str, tmp_path: Path) -> None:
+    """`helm install` with only the broker and the GeoIP volume given: the image is the chart's appVersion."""
+    values = _merge({k: v for k, v in REQUIRED.items() if k != "image"})
+    docs = render(helm, _write_values(tmp_path, values))
+    app_version = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
+    assert worker(docs)["image"] == f"ghcr.io/shudi/shudi:{app_version}"
+    digest = "sha256:" + "cd" * 32
+    docs = render(helm, _write_values(tmp_path, _merge(values, {"image": {"digest": digest}})))
+    assert worker(docs)["image"] == f"ghcr.io/shudi/shudi@{digest}"
+
+
+def test_mutual_tls_mounts_the_client_secret(helm: str) -> None:
+    docs = list(_render_scenario(helm, "mutual-tls"))
+    env = worker_env(docs)
+    mounts = {m["name"]: m for m in worker(docs)["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod_spec(docs)["volumes"]}
+    client = volumes["kafka-client"]["secret"]
+    assert client["secretName"] == "shudi-tls"
+    assert {i["key"] for i in client["items"]} == {"user.crt", "user.key", "user.password"}
+    where = mounts["kafka-client"]["mountPath"]
+    assert mounts["kafka-client"]["readOnly"]
+    assert env["SHUDI_SSL_CERTFILE"] == f"{where}/user.crt"
+    assert env["SHUDI_SSL_KEYFILE"] == f"{where}/user.key"
+    assert env["SHUDI_SSL_KEY_PASSWORD_FILE"] == f"{where}/user.password"
+    assert env["SHUDI_SSL_CAFILE"].startswith(mounts["kafka-ca"]["mountPath"] + "/")
 
 
 def test_hpa_and_fixed_replicas(helm: str) -> None:
@@ -838,34 +891,24 @@ def test_network_policy(helm: str) -> None:
 # --- monitoring objects from the repository's rule and dashboard files ------------------------------------
 
 
-def _same_files(source: Path, copy_dir: Path, pattern: str) -> Iterator[tuple[Path, Path]]:
-    src = {p.name: p for p in source.glob(pattern)} if source.is_dir() else {}
-    dst = {p.name: p for p in copy_dir.glob(pattern)}
-    fix = f"cp {source.relative_to(REPO)}/{pattern} {copy_dir.relative_to(REPO)}/ (and delete stale copies)"
-    assert sorted(src) == sorted(dst), f"chart copies differ from {source.relative_to(REPO)}: {fix}"
-    for name in sorted(src):
-        assert src[name].read_bytes() == dst[name].read_bytes(), f"{dst[name]} is not {src[name]}: {fix}"
-        yield src[name], dst[name]
-
-
-def test_alert_rules_are_the_repositorys_unchanged(helm: str) -> None:
-    """deploy/helm/shudi/rules/*.yml must be byte-identical copies of deploy/prometheus/rules/*.yml (a chart
-    cannot read outside its directory; a symlink breaks every helm command while the target is missing), and
-    the PrometheusRule must hold exactly their groups, in file-name order."""
-    files = list(_same_files(RULES_SRC, CHART / "rules", "*.yml"))
+def test_alert_rules_are_the_charts_files_unchanged(helm: str) -> None:
+    """The PrometheusRule holds exactly the groups of the chart's rules/*.yml, in file-name order: the same
+    files compose's Prometheus mounts and promtool tests (a chart cannot read outside its directory, so the
+    one copy lives here; tests/deploy/test_compose.py checks that no other copy exists)."""
+    files = sorted((CHART / "rules").glob("*.yml"))
     docs = list(_render_scenario(helm, "everything"))
     rules = [d for d in docs if d["kind"] == "PrometheusRule"]
     if not files:
         assert not rules
         return
-    expected = [g for src, _ in files for g in yaml.safe_load(src.read_text())["groups"]]
+    expected = [g for src in files for g in yaml.safe_load(src.read_text())["groups"]]
     (rule,) = rules
     assert rule["spec"] == {"groups": expected}
     assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
 
 
-def test_dashboards_are_the_repositorys_unchanged(helm: str) -> None:
-    files = list(_same_files(DASHBOARDS_SRC, CHART / "dashboards", "*.json"))
+def test_dashboards_are_the_charts_files_unchanged(helm: str) -> None:
+    files = sorted((CHART / "dashboards").glob("*.json"))
     docs = list(_render_scenario(helm, "everything"))
     maps = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-dashboards")]
     if not files:
@@ -873,8 +916,8 @@ def test_dashboards_are_the_repositorys_unchanged(helm: str) -> None:
         return
     (dashboards,) = maps
     assert dashboards["metadata"]["labels"]["grafana_dashboard"] == "1"
-    assert dashboards["data"] == {src.name: src.read_text() for src, _ in files}
-    for src, _ in files:
+    assert dashboards["data"] == {src.name: src.read_text() for src in files}
+    for src in files:
         json.loads(src.read_text())
 
 

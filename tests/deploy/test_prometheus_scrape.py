@@ -16,11 +16,12 @@ dashboard expression must return data. Expressions that cannot have data even so
 from __future__ import annotations
 
 import asyncio
+import bisect
 import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -28,6 +29,7 @@ import pytest
 from streams.cli.send import produce_lines
 from streams.devtools.mmdbbuild import build_demo_db
 from streams.devtools.simulate import TerritoryPool
+from streams.pipeline.events import InvalidEvent, decode_comment, event_seconds
 from streams.testing import WorkerProcess
 from tests.deploy.prom import PrometheusServer, run_prometheus
 from tests.deploy.test_dashboard import (
@@ -41,11 +43,13 @@ from tests.deploy.test_dashboard import (
 from tests.integration.test_bursts_e2e import (
     SPEEDUP,
     TERRITORY,
+    WINDOW_S,
     ActiveWatch,
     Simulator,
     burst_events,
     burst_script,
     counting_settings,
+    read_all,
     running_workers,
 )
 
@@ -109,6 +113,8 @@ class Scenario:
     end: float  # Unix time the queries are evaluated at
     workers: list[WorkerProcess]
     burst_kinds: list[tuple[str, str, str]]  # (kind, type, burst_id) of every burst event
+    burst_delays: dict[str, float]  # burst_id -> wall seconds from its started window's close to the event
+    enrich_lags: dict[str, float]  # burst_id -> of those, seconds until the workers had enriched the close
 
     def values(self) -> dict[str, str]:
         span = int(self.end - self.start)
@@ -131,8 +137,11 @@ class Scenario:
         return self.prom.query_range(substitute(q.expr, values), self.start, self.end, step=RANGE_STEP)
 
 
-def unknown_comments(n: int) -> list[bytes]:
-    now = datetime.now(tz=UTC).isoformat(timespec="milliseconds")
+def unknown_comments(n: int, created_at: datetime) -> list[bytes]:
+    """Comments from private and loopback addresses, stamped with the stream's own (simulated) time: a
+    comment stamped with the wall clock, months after the simulated day, would move its partition's event
+    time on by months and close every window up to it."""
+    now = created_at.isoformat(timespec="milliseconds")
     return [
         json.dumps(
             {
@@ -173,9 +182,8 @@ def scenario(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> 
             )
             try:
                 time.sleep(3)
-                asyncio.run(
-                    produce_lines(kafka_bootstrap, settings["SHUDI_INPUT_TOPIC"], unknown_comments(40))
-                )
+                unknown = unknown_comments(40, sim.sim_time(time.monotonic()))
+                asyncio.run(produce_lines(kafka_bootstrap, settings["SHUDI_INPUT_TOPIC"], unknown))
                 watch = ActiveWatch(workers, sim.started_at)
                 watch.wait_for(1.0, sim.wall_of(SIM_DURATION) + 45 - time.monotonic())
                 watch.wait_for(0.0, timeout=30)
@@ -185,14 +193,81 @@ def scenario(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> 
             # Prometheus has scraped the end state and evaluated the rules on it.
             time.sleep(5)
             events = burst_events(kafka_bootstrap, settings["SHUDI_BURSTS_TOPIC"])
-            print(f"burst_active timeline {watch.timeline}; SPEEDUP {SPEEDUP}")
-            yield Scenario(
+            sent = SendTimes.read(kafka_bootstrap, settings["SHUDI_INPUT_TOPIC"])
+            enriched = SendTimes.read(kafka_bootstrap, settings["SHUDI_ENRICHED_TOPIC"])
+            lateness = int(settings["SHUDI_ALLOWED_LATENESS_S"])
+            started = [e for e in events if e["kind"] == "started"]
+            scenario = Scenario(
                 prom=prom,
                 start=start,
                 end=time.time(),
                 workers=workers,
                 burst_kinds=[(e["kind"], e["type"], e["burst_id"]) for e in events],
+                burst_delays={e["burst_id"]: alert_delay(sent, e, lateness) for e in started},
+                enrich_lags={
+                    e["burst_id"]: enriched.when(close_of(e, lateness)) - sent.when(close_of(e, lateness))
+                    for e in started
+                },
             )
+            print(
+                f"burst_active timeline {watch.timeline}; SPEEDUP {SPEEDUP}; close -> started (s): "
+                f"{scenario.burst_delays}, of which enrichment: {scenario.enrich_lags}"
+            )
+            yield scenario
+
+
+@dataclass(frozen=True)
+class SendTimes:
+    """When (wall clock, the records' Kafka timestamps) the input first held a comment of each event time."""
+
+    created: list[float]  # event times (created_at), ascending
+    first_sent: list[float]  # the earliest Kafka timestamp of a comment at or after created[i]
+
+    @classmethod
+    def read(cls, bootstrap: str, topic: str) -> SendTimes:
+        """From the input topic (comments) or the enriched topic (the time each was enriched)."""
+        pairs = []
+        for record in read_all(bootstrap, topic):
+            try:
+                # Only what the worker counts: a malformed event may carry any created_at at all.
+                created = event_seconds(json.loads(record.value or b"")["created_at"])
+                if "territory" not in json.loads(record.value or b""):
+                    decode_comment(record.value)
+            except (InvalidEvent, ValueError, KeyError, TypeError):
+                continue
+            pairs.append((created, record.timestamp / 1000))
+        pairs.sort()
+        first_sent, low = [], float("inf")
+        for _, sent in reversed(pairs):
+            low = min(low, sent)
+            first_sent.append(low)
+        return cls([c for c, _ in pairs], first_sent[::-1])
+
+    def when(self, event_time: float) -> float:
+        i = bisect.bisect_left(self.created, event_time)
+        assert i < len(self.created), f"no comment at or after {event_time} was sent"
+        return self.first_sent[i]
+
+
+def alert_delay(sent: SendTimes, event: dict[str, Any], lateness_s: int) -> float:
+    """Wall seconds from the close of the window that started a burst (the first comment sent past its end
+    plus the allowed lateness: from then on the window is final) to the burst event's ``emitted_at``."""
+    return datetime.fromisoformat(event["emitted_at"]).timestamp() - sent.when(close_of(event, lateness_s))
+
+
+def close_of(event: dict[str, Any], lateness_s: int) -> float:
+    return datetime.fromisoformat(event["window_end"]).timestamp() + lateness_s
+
+
+def test_burst_alerts_come_within_a_window_and_two_seconds_of_the_close(scenario: Scenario) -> None:
+    """The counting path keeps up: with a regional burst and then a surge of every territory, each
+    ``started`` event is out within one window (1 s of wall time here) plus 2 s of its window's close."""
+    assert scenario.burst_delays, scenario.burst_kinds
+    late = {bid: round(d, 2) for bid, d in scenario.burst_delays.items() if d > WINDOW_S / SPEEDUP + 2}
+    assert not late, (
+        f"later than a window + 2 s after the close: {late}; all: {scenario.burst_delays}; of which the "
+        f"enrichment took: {scenario.enrich_lags}"
+    )
 
 
 def test_the_scenario_has_a_regional_burst(scenario: Scenario) -> None:

@@ -1,4 +1,5 @@
-"""deploy/prometheus: promtool checks and unit tests, alert conventions, runbook anchors, metric names.
+"""The alert rules (deploy/helm/shudi/rules/, their one copy) with their promtool unit tests
+(deploy/prometheus/tests/): promtool checks, alert conventions, runbook anchors, metric names.
 
 Rules are read back from a real Prometheus that loaded them (``/api/v1/rules``), so what is checked is
 what Prometheus parsed. promtool and prometheus are required (CI installs Debian's ``prometheus``).
@@ -19,10 +20,10 @@ from streams.runtime.metrics import Metrics
 from tests.deploy.prom import PrometheusServer, find_binary, run_prometheus
 
 ROOT = Path(__file__).resolve().parents[2]
-RULE_FILES = sorted((ROOT / "deploy/prometheus/rules").glob("*.yml"))
+RULE_FILES = sorted((ROOT / "deploy/helm/shudi/rules").glob("*.yml"))
 RULE_TESTS = sorted((ROOT / "deploy/prometheus/tests").glob("*.yml"))
 RUNBOOK = ROOT / "RUNBOOK.md"
-DASHBOARD = ROOT / "deploy/grafana/dashboards/shudi.json"
+DASHBOARD = ROOT / "deploy/helm/shudi/dashboards/shudi.json"
 RUNBOOK_PREFIX = "https://github.com/shudi-dev/shudi/blob/main/RUNBOOK.md#"
 SEVERITIES = {"critical", "warning", "info"}
 
@@ -88,7 +89,7 @@ def alerts(rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def test_there_are_rule_files_and_rule_tests() -> None:
-    assert RULE_FILES, "no deploy/prometheus/rules/*.yml"
+    assert RULE_FILES, "no deploy/helm/shudi/rules/*.yml"
     assert RULE_TESTS, "no deploy/prometheus/tests/*.yml"
 
 

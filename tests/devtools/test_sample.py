@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import random
 from collections import Counter
+from datetime import timedelta
 from itertools import islice
 from pathlib import Path
 
 import pytest
 
-from streams.devtools.sample import sample_events
+from streams.devtools.sample import comment_text, sample_events, zipf_like
 from streams.pipeline.enrich import Enricher, InRecord
 from streams.pipeline.events import DEAD_LETTER_REASONS, InvalidEvent, decode_comment
 from streams.pipeline.geodb.labeller import Labeller
@@ -92,3 +94,33 @@ def test_every_event_gets_exactly_its_reason_from_the_enricher(fixture_db_path: 
     ]
     assert Counter(result.stats.dead_reasons) == Counter(want.values())
     assert set(want.values()) == set(DEAD_LETTER_REASONS) - {"internal_error"}
+
+
+def test_text_of_at_least_min_bytes() -> None:
+    rng = random.Random(1)
+    for n in (0, 100, 330, 1000):
+        text = comment_text(rng, min_bytes=n)
+        assert len(text.encode()) >= n
+        assert len(text.encode()) < n + 200 or n == 0
+
+
+def test_options_the_throughput_benchmark_uses() -> None:
+    ips = [f"1.0.{i // 256}.{i % 256}" for i in range(1000)]
+    events = list(
+        sample_events(
+            ips,
+            2000,
+            bad_fraction=0.2,
+            seed=3,
+            interval=timedelta(0),
+            pick_ip=zipf_like,
+            min_text_bytes=330,
+            bad_reasons=("invalid_json", "invalid_ip"),
+        )
+    )
+    assert {e.bad_reason for e in events} == {None, "invalid_json", "invalid_ip"}
+    good = [json.loads(e.value) for e in events if e.bad_reason is None]
+    assert len({c["created_at"] for c in good}) == 1
+    assert all(len(c["text"].encode()) >= 330 for c in good)
+    hits = Counter(c["ip"] for c in good)
+    assert hits[ips[0]] > 10 * (len(good) / len(ips))  # a few addresses are hot

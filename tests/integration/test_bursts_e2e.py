@@ -8,8 +8,8 @@ Checked: exactly one ``started`` and one ``ended`` event for the bursting territ
 valid against schemas/burst.schema.json), no ``started`` for any other territory; the sum over both workers
 of ``shudi_burst_active`` for the territory goes to 1 while the burst lasts and back to 0 after it; each
 territory's gauges come from one worker only; the per-window counts the counting stage received (the
-CountDelta records of the counts topic) equal the simulator's ground truth, window by window; and the
-workers' ``shudi_events_total{outcome="enriched"}`` adds up to the valid events sent.
+deltas in the counts topic's CountBatch records) equal the simulator's ground truth, window by window; and
+the workers' ``shudi_events_total{outcome="enriched"}`` adds up to the valid events sent.
 
 The helpers here (settings, the two-worker setup, the simulator process, topic readers, scrapes) are shared
 with test_detection_restart.py and tests/deploy/test_prometheus_scrape.py.
@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import re
 import subprocess
 import sys
@@ -28,7 +27,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +39,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from referencing import Registry, Resource
 
 from streams.devtools.mmdbbuild import build_demo_db
-from streams.pipeline.events import SCHEMAS_DIR, CountBatch, CountDelta, decode_count_message
-from streams.testing import WorkerProcess
+from streams.pipeline.events import SCHEMAS_DIR, decode_count_message
+from streams.testing import WorkerProcess, child_env, run_settings
 
 pytestmark = pytest.mark.integration
 
@@ -81,22 +80,17 @@ def demo_db(tmp_path: Path) -> Path:
 
 def counting_settings(bootstrap: str, uid: str, db: Path, **extra: str) -> dict[str, str]:
     """uid-named topics and app id, small windows and a short warm-up (see the module docstring)."""
-    return {
-        "SHUDI_BROKER": bootstrap,
-        "SHUDI_APP_ID": f"shudi-{uid}",
-        "SHUDI_INPUT_TOPIC": f"comments-{uid}",
-        "SHUDI_ENRICHED_TOPIC": f"comments.enriched-{uid}",
-        "SHUDI_DLQ_TOPIC": f"comments.dlq-{uid}",
-        "SHUDI_COUNTS_TOPIC": f"territory.counts-{uid}",
-        "SHUDI_BURSTS_TOPIC": f"territory.bursts-{uid}",
-        "SHUDI_PARTITIONS": str(PARTITIONS),
-        "SHUDI_GEOIP_DB": str(db),
-        "SHUDI_WINDOW_S": str(WINDOW_S),
-        "SHUDI_ALLOWED_LATENESS_S": "5",
-        "SHUDI_DETECTOR_WARMUP_WINDOWS": "10",
-        "SHUDI_TICK_INTERVAL_S": "0.25",
+    return run_settings(
+        bootstrap,
+        f"shudi-{uid}",
+        partitions=PARTITIONS,
+        SHUDI_GEOIP_DB=str(db),
+        SHUDI_WINDOW_S=str(WINDOW_S),
+        SHUDI_ALLOWED_LATENESS_S="5",
+        SHUDI_DETECTOR_WARMUP_WINDOWS="10",
+        SHUDI_TICK_INTERVAL_S="0.25",
         **extra,
-    }
+    )
 
 
 @contextlib.contextmanager
@@ -180,12 +174,15 @@ class Simulator:
             "--bursts", str(bursts_path), "--truth", str(truth_path), "--counts", str(counts_path),
             "--no-progress",
         ]  # fmt: skip
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SHUDI_")}
         with log_path.open("wb") as log:
             proc = subprocess.Popen(
-                args, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+                args, env=child_env(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
             )
         return cls(proc, log_path, truth_path, counts_path, time.monotonic())
+
+    def sim_time(self, monotonic: float) -> datetime:
+        """The simulated time being sent at ``monotonic`` (roughly: the simulator's start-up is not known)."""
+        return datetime.fromisoformat(SIM_START) + timedelta(seconds=(monotonic - self.started_at) * SPEEDUP)
 
     def wall_of(self, sim_offset: float) -> float:
         """Monotonic wall time at which simulated offset ``sim_offset`` is sent (roughly: plus start-up)."""
@@ -347,12 +344,9 @@ def delta_counts(bootstrap: str, topic: str) -> Counter[tuple[str, int]]:
     """The comments the counting stage was sent per (territory, window start): the counts topic's deltas."""
     out: Counter[tuple[str, int]] = Counter()
     for record in read_all(bootstrap, topic):
-        message = decode_count_message(record.value or b"")
-        deltas = message.deltas if isinstance(message, CountBatch) else [message]
-        for delta in deltas:
-            if isinstance(delta, CountDelta):
-                for window in delta.windows:
-                    out[(delta.territory.code, window.start)] += window.count
+        for delta in decode_count_message(record.value or b"").deltas:
+            for window in delta.windows:
+                out[(delta.territory.code, window.start)] += window.count
     return out
 
 

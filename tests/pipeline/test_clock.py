@@ -28,7 +28,6 @@ from streams.pipeline.events import (
     MAX_DELTA_POSTS,
     BurstEvent,
     CountBatch,
-    CountDelta,
     Tick,
     TopPost,
     decode_count_message,
@@ -184,12 +183,12 @@ def test_catch_up_is_capped_at_limit() -> None:
 
 def test_is_late_after_closing() -> None:
     clock = PartitionClock()
-    assert not clock.is_late(T0 - 10_000 * 60, SPEC)  # nothing closed yet
+    assert not clock.is_late(T0 - 10_000 * 60)  # nothing closed yet
     tick(clock, T0 + 9.5)
     tick(clock, T0 + 150)  # closes up to T0 + 60
-    assert clock.is_late(T0 + 60, SPEC)
-    assert clock.is_late(T0 - 600, SPEC)
-    assert not clock.is_late(T0 + 120, SPEC)
+    assert clock.is_late(T0 + 60)
+    assert clock.is_late(T0 - 600)
+    assert not clock.is_late(T0 + 120)
 
 
 def test_totals_accumulate_and_are_taken_once() -> None:
@@ -318,16 +317,7 @@ def test_schemas_are_well_formed_and_refs_resolve() -> None:
         Draft202012Validator.check_schema(SCHEMAS[name])
     # The $ref into enriched_comment resolves: a territory that breaks it is refused.
     bad = {"kind": "delta", "schema_version": 1, "territory": {"code": "X"}, "windows": [[T0, 1, []]]}
-    assert not COUNTS.is_valid(bad)
-
-
-@FAST
-@given(window_maps)
-def test_every_count_delta_encoded_is_valid(windows: dict[tuple[Territory, int], Counter[str]]) -> None:
-    for delta in count_deltas(windows):
-        raw = encode_count_message(delta)
-        COUNTS.validate(json.loads(raw))
-        assert decode_count_message(raw) == delta
+    assert not COUNTS.is_valid({"kind": "batch", "schema_version": 1, "deltas": [bad], "ticks": []})
 
 
 ticks = st.builds(
@@ -337,14 +327,6 @@ ticks = st.builds(
     idle=st.booleans(),
     totals=window_maps.map(lambda w: sorted(window_totals(w).items())),
 )
-
-
-@FAST
-@given(ticks)
-def test_every_tick_encoded_is_valid(message: Tick) -> None:
-    raw = encode_count_message(message)
-    COUNTS.validate(json.loads(raw))
-    assert decode_count_message(raw) == message
 
 
 @settings(max_examples=50, deadline=None)
@@ -363,12 +345,17 @@ def test_counts_schema_examples_decode(index: int) -> None:
     example = SCHEMAS["territory_counts"]["examples"][index]
     COUNTS.validate(example)
     message = decode_count_message(json.dumps(example, ensure_ascii=False).encode())
-    assert isinstance(message, {"delta": CountDelta, "tick": Tick, "batch": CountBatch}[example["kind"]])
     assert json.loads(encode_count_message(message)) == example
 
 
-def test_counts_schema_has_every_kind_of_example() -> None:
-    assert {e["kind"] for e in SCHEMAS["territory_counts"]["examples"]} == {"delta", "tick", "batch"}
+def test_a_lone_delta_or_tick_is_not_a_count_message() -> None:
+    """Production sends only batches; a delta or a tick on its own is refused by both the schema and the
+    decoder (the counting agent counts it as invalid and skips it)."""
+    (example,) = SCHEMAS["territory_counts"]["examples"]
+    for lone in (example["deltas"][0], example["ticks"][0]):
+        assert not COUNTS.is_valid(lone)
+        with pytest.raises(msgspec.ValidationError):
+            decode_count_message(json.dumps(lone, ensure_ascii=False).encode())
 
 
 def test_counting_partition_is_kafkas_default_partitioner_on_the_code() -> None:

@@ -540,3 +540,27 @@ def test_windows_territories_and_watermarks_match_a_plain_count(
     assert result.watermarks == want_marks
     # No two windows share a Counter: the enrichment loop merges later batches into them in place.
     assert len({id(posts) for posts in result.windows.values()}) == len(result.windows)
+
+
+def test_a_comment_far_ahead_of_the_clock_is_enriched_but_moves_no_window(labeller: Labeller) -> None:
+    """One wrong device clock must not drag event time on: beyond max_ahead_s the comment is enriched
+    (nothing valid is lost) but counted in no window and left out of the watermark."""
+    enricher = Enricher(
+        labeller, max_message_bytes=MAX_BYTES, windows=WindowSpec(60, 60, 0), max_ahead_s=3600, clock=clock
+    )
+    _, _, ip, _ = CASES[0]
+
+    def stamped(t: float) -> str:
+        return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    times = [NOW - 30, NOW + 3000, NOW + 86_400 * 365]  # recent, a bit ahead (allowed), a year ahead
+    records = [rec(enc(good(ip, n, created_at=stamped(t))), offset=n) for n, t in enumerate(times)]
+    result = enricher.process_batch(records)
+    assert len(result.enriched) == 3
+    assert result.stats.ahead == 1
+    assert result.watermarks == {PARTITION: float(int(NOW + 3000))}
+    starts = sorted(start for _, start in result.windows)
+    assert starts == [int(NOW - 30) // 60 * 60, int(NOW + 3000) // 60 * 60]
+    # Without the limit (0), the year-ahead comment counts and moves the watermark: the old behaviour.
+    unlimited = Enricher(labeller, max_message_bytes=MAX_BYTES, windows=WindowSpec(60, 60, 0), clock=clock)
+    assert unlimited.process_batch(records).watermarks == {PARTITION: float(int(times[2]))}

@@ -26,6 +26,7 @@ from streams.pipeline.events import (
     encode_enriched,
     event_seconds,
     ip_hash,
+    post_id_key,
 )
 from streams.pipeline.territory import Territory
 
@@ -295,3 +296,41 @@ def test_created_at_and_lang_are_checked_every_time_but_remembered_only_when_goo
     assert (
         event_seconds("2026-11-25T10:00:00Z") == event_seconds("2026-11-25T18:00:00+08:00") == 1_795_600_800
     )
+
+
+# --- post_id_key: the record key of a comment value (shudi send, the simulator) ---
+
+
+def test_key_is_the_post_id_of_a_comment() -> None:
+    line = json.dumps(
+        {"event_id": "e1", "post_id": "p-5521093", "ip": "1.0.1.7", "text": "x", "extra": [1, {"a": 2}]}
+    ).encode()
+    assert post_id_key(line) == b"p-5521093"
+
+
+def test_key_is_utf8_of_a_non_ascii_post_id() -> None:
+    assert post_id_key(json.dumps({"post_id": "帖子-7"}, ensure_ascii=False).encode()) == "帖子-7".encode()
+    assert post_id_key(b'{"post_id": "\\u5e16"}') == "帖".encode()
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"",
+        b"{",
+        b"not json",
+        b'{"post_id": "p1"',  # truncated
+        b"[1, 2]",
+        b'"p1"',
+        b"{}",
+        b'{"event_id": "e1"}',
+        b'{"post_id": null}',
+        b'{"post_id": 123}',
+        b'{"post_id": ["p1"]}',
+        b'{"post_id": {"id": "p1"}}',
+        b'{"post_id": true}',
+        b'{"post_id": "p\xff"}',  # not UTF-8
+    ],
+)
+def test_no_key_for_lines_that_are_not_a_comment(line: bytes) -> None:
+    assert post_id_key(line) is None

@@ -1,10 +1,10 @@
 """streams.runtime.counting: the counting agent's logic, driven without Faust or Kafka.
 
 The stage is fed as the enrichment stage feeds it: per enrichment batch (10 s of event time) one encoded
-``CountDelta`` per territory (built by ``clock.count_deltas``), then the source's watermark
-``Tick`` that covers them with the batch's totals (:func:`streams.pipeline.clock.window_totals`); one tick per
-second of (simulated) wall time. Expected values are derived from what was fed, never read back from the
-code under test.
+``CountBatch`` holding a ``CountDelta`` per territory (built by ``clock.count_deltas``), then the source's
+watermark ``Tick`` that covers them with the batch's totals (:func:`streams.pipeline.clock.window_totals`);
+one tick per second of (simulated) wall time. Expected values are derived from what was fed, never read
+back from the code under test.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from streams.pipeline.events import (
     load_schema,
 )
 from streams.pipeline.territory import DIVISIONS, Territory
-from streams.runtime.counting import Detection, detector_params, window_spec
+from streams.runtime.counting import Detection, DetectorRecord, detector_params, window_spec
 from streams.runtime.metrics import Metrics
 from streams.settings import Settings
 
@@ -102,6 +102,18 @@ class FakeTopic:
         return [msgspec.json.decode(value, type=BurstEvent) for _, value in self.sent]
 
 
+class CountingDict(dict[bytes, bytes]):
+    """A table that counts its writes: each one is a changelog record in a real Faust table."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        self.writes += 1
+        super().__setitem__(key, value)
+
+
 @dataclass
 class Tables:
     """The three Faust tables as plain dicts (bytes -> bytes): what a restarted worker recovers."""
@@ -128,6 +140,7 @@ def new_detection(tables: Tables, topic: FakeTopic, settings: Settings = SETTING
     detection.windows, detection.detectors, detection.clocks = tables.windows, tables.detectors, tables.clocks
     detection.bursts = cast(Any, topic)  # duck-typed: only `await send(key=, value=)` is used
     detection._owned = {}
+    detection._stepped, detection._aggs, detection._clocks = {}, {}, {}
     return detection
 
 
@@ -203,10 +216,10 @@ class Sim:
     def tick(
         self, mark: float, totals: list[tuple[int, int]], deltas: list[CountDelta] | None = None
     ) -> None:
-        """A tick alone, or (as the enrichment stage sends it) after the batch's deltas in a CountBatch."""
+        """A tick after the batch's deltas (none for a quiet flush) in a CountBatch, as enrichment sends."""
         before = self.mark
         tick = Tick(source=SOURCE, watermark=mark, totals=totals)
-        self.feed(encode_count_message(CountBatch(deltas=deltas, ticks=[tick]) if deltas else tick))
+        self.feed(encode_count_message(CountBatch(deltas=deltas or [], ticks=[tick])))
         self.first_mark = mark if self.first_mark is None else self.first_mark
         self.mark = mark if before is None else max(before, mark)
         # Windows that became final with this tick (the test's own reckoning: end + lateness <= mark).
@@ -389,20 +402,18 @@ def test_late_delta_counts_as_late_and_changes_no_window(
     windows_before = dict(sim.detection.windows)
     closed_before = sim.counter("shudi_windows_closed_total")
 
-    sim.feed(encode_count_message(CountDelta(territory=GD, windows=[WindowDelta(closed_window, 7, [])])))
+    late = CountDelta(territory=GD, windows=[WindowDelta(closed_window, 7, [])])
+    sim.feed(encode_count_message(CountBatch(deltas=[late], ticks=[])))
     assert sim.counter("shudi_late_events_total") == 7.0
     assert sim.detection.windows == windows_before
     assert sim.counter("shudi_windows_closed_total") == closed_before
 
     # A delta spanning a closed and an open window: only the closed window's count is late.
-    sim.feed(
-        encode_count_message(
-            CountDelta(
-                territory=GD,
-                windows=[WindowDelta(closed_window, 4, [("x", 4)]), WindowDelta(open_window, 3, [("x", 3)])],
-            )
-        )
+    spanning = CountDelta(
+        territory=GD,
+        windows=[WindowDelta(closed_window, 4, [("x", 4)]), WindowDelta(open_window, 3, [("x", 3)])],
     )
+    sim.feed(encode_count_message(CountBatch(deltas=[spanning], ticks=[])))
     sim.fed[(GD.code, open_window)] += 3
     assert sim.counter("shudi_late_events_total") == 11.0
     run_regional(sim, range(15, 18))
@@ -418,6 +429,8 @@ def test_late_delta_counts_as_late_and_changes_no_window(
         None,
         b'{"kind": "tick", "schema_version": 1}',  # JSON, but not a count message
         b'{"kind": "delta", "schema_version": 1, "territory": {"code": "X"}, "windows": []}',
+        # a well-formed tick, but alone: production sends ticks only inside a batch
+        b'{"kind": "tick", "schema_version": 1, "source": 0, "watermark": 1.0, "totals": []}',
         b"[1, 2, 3]",
     ],
 )
@@ -565,3 +578,59 @@ def test_global_detector_does_not_start_on_empty_windows(
         sim.window(global_counts(n))
     # At the second window with comments the baseline is the first one's total (a running mean of one).
     assert sim.global_baseline[T0 + W] == pytest.approx(sum(BASE.values()))
+
+
+def test_a_catch_up_over_many_windows_writes_each_detector_once(
+    loop: asyncio.AbstractEventLoop, clock: FakeClock
+) -> None:
+    """A tick that closes hundreds of windows at once (event time jumped, or a long pause) costs one
+    changelog record per territory, not one per territory and window: each record is a message through
+    Faust's producer buffer, and the per-window writes once queued tens of thousands of them."""
+    topic = FakeTopic()
+    detectors = CountingDict()
+    sim = Sim(new_detection(Tables(detectors=detectors), topic), topic, clock, loop, REGIONAL_PARTITION)
+    run_regional(sim, range(HOUR))
+    owned = len(sim.territories)  # no global detector on this partition
+    closed_before = sim.counter("shudi_windows_closed_total")
+    writes_before = detectors.writes
+    sim.tick(sim.event_time + 500 * W, [])  # 500 windows become final at once
+    closed = sim.counter("shudi_windows_closed_total") - closed_before
+    assert closed >= 499, closed
+    assert detectors.writes - writes_before <= owned, (detectors.writes - writes_before, owned)
+    # The steps were all taken: a later window continues from the state after the whole catch-up.
+    assert all(
+        msgspec.msgpack.decode(raw, type=DetectorRecord).state is not None for raw in detectors.values()
+    )
+
+
+def test_a_batch_of_messages_gives_the_same_state_and_events_with_one_write_per_key(
+    loop: asyncio.AbstractEventLoop, clock: FakeClock
+) -> None:
+    """The agent handles counts messages in batches (``take_events``): the tables and the burst events
+    must be those of handling them one by one, with each window, detector and clock written once a batch."""
+    one_topic = FakeTopic()
+    one = Sim(new_detection(Tables(), one_topic), one_topic, clock, loop, REGIONAL_PARTITION)
+    run_regional(one)
+    wall = clock.now
+
+    batched_topic, windows = FakeTopic(), CountingDict()
+    tables = Tables(windows=windows)
+    batched = new_detection(tables, batched_topic)
+    clock.now = wall - len(one.log)  # the same wall clock as the one-by-one run saw (one second a message)
+    batches = [one.log[i : i + 7] for i in range(0, len(one.log), 7)]
+    most_keys = 0
+    for batch in batches:
+        before = windows.writes
+        clock.now += len(batch)
+        loop.run_until_complete(batched.on_messages((REGIONAL_PARTITION, raw) for raw in batch))
+        most_keys = max(most_keys, windows.writes - before)
+
+    def without_emitted_at(topic: FakeTopic) -> list[BurstEvent]:
+        return [msgspec.structs.replace(e, emitted_at=iso(0)) for e in topic.events()]
+
+    assert without_emitted_at(batched_topic) == without_emitted_at(one_topic)
+    assert dict(tables.windows) == one.detection.windows
+    assert dict(tables.detectors) == one.detection.detectors
+    assert dict(tables.clocks) == one.detection.clocks
+    # 7 messages of 6 territories: a write per territory and window touched, not one per message.
+    assert most_keys <= 2 * len(one.territories), most_keys

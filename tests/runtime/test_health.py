@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -232,3 +234,13 @@ def test_healthcheck_exit_1_when_unreachable() -> None:
     result = CliRunner().invoke(main, ["healthcheck", "--url", url])
     assert result.exit_code == 1, result.output
     assert "unreachable:" in result.stderr
+
+
+def test_stop_worker_fails_liveness_and_signals_the_worker_to_stop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A dead stage (the enrichment loop, the counting agent) must not leave a live, idle worker."""
+    signals: list[tuple[int, int]] = []
+    monkeypatch.setattr(os, "kill", lambda pid, sig: signals.append((pid, sig)))
+    health = Health(stall_timeout_s=60)
+    health.stop_worker("counting agent", TypeError("boom"))
+    assert health.liveness() == (False, "fatal: counting agent: TypeError")
+    assert signals == [(os.getpid(), signal.SIGTERM)]

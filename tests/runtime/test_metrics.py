@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
-from typing import get_args
 
 import pytest
 from hypothesis import given, settings
@@ -15,8 +14,8 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from streams.pipeline.enrich import BatchStats, Enricher, InRecord
 from streams.pipeline.events import DEAD_LETTER_REASONS
 from streams.pipeline.geodb.labeller import Labeller, ReloadResult, compile_files
-from streams.pipeline.territory import UNKNOWN, Territory, UnknownReason
-from streams.runtime.metrics import UNKNOWN_REASONS, HotHistogram, Metrics
+from streams.pipeline.territory import UNKNOWN, UNKNOWN_REASONS, Territory
+from streams.runtime.metrics import HotHistogram, Metrics
 
 
 @pytest.fixture
@@ -26,10 +25,6 @@ def metrics() -> Metrics:
 
 def value(m: Metrics, name: str, **labels: str) -> float | None:
     return m.registry.get_sample_value(name, labels)
-
-
-def test_unknown_reasons_cover_the_vocabulary() -> None:
-    assert set(UNKNOWN_REASONS) == set(get_args(UnknownReason))
 
 
 def test_series_exist_at_zero_before_any_event(metrics: Metrics) -> None:

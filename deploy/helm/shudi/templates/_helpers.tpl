@@ -52,6 +52,11 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- end }}
 
+{{/* shudi's own image: the tag defaults to the chart's appVersion. */}}
+{{- define "shudi.image" -}}
+{{- include "shudi.imageRef" (dict "repository" .Values.image.repository "digest" .Values.image.digest "tag" (default .Chart.AppVersion .Values.image.tag)) }}
+{{- end }}
+
 {{/* An env value as text: whole numbers without exponent (Helm reads YAML numbers as float64). */}}
 {{- define "shudi.envValue" -}}
 {{- $v := . }}
@@ -82,6 +87,11 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 /etc/shudi/kafka-ca/{{ .Values.kafka.tls.caSecret.key }}
 {{- end }}
 
+{{/* Where the mutual-TLS client Secret is mounted. */}}
+{{- define "shudi.clientDir" -}}
+/etc/shudi/kafka-client
+{{- end }}
+
 {{/* The one place where settings the chart manages meet the free-form `config` map. */}}
 {{- define "shudi.env" -}}
 SHUDI_BROKER: {{ .Values.kafka.bootstrapServers | quote }}
@@ -99,6 +109,15 @@ SHUDI_SASL_USERNAME: {{ .Values.kafka.sasl.username | quote }}
 {{- end }}
 {{- if .Values.kafka.tls.caSecret.name }}
 SHUDI_SSL_CAFILE: {{ include "shudi.caFile" . | quote }}
+{{- end }}
+{{- with .Values.kafka.tls.clientSecret }}
+{{- if .name }}
+SHUDI_SSL_CERTFILE: {{ printf "%s/%s" (include "shudi.clientDir" $) .certKey | quote }}
+SHUDI_SSL_KEYFILE: {{ printf "%s/%s" (include "shudi.clientDir" $) .keyKey | quote }}
+{{- if .keyPasswordKey }}
+SHUDI_SSL_KEY_PASSWORD_FILE: {{ printf "%s/%s" (include "shudi.clientDir" $) .keyPasswordKey | quote }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- $dir := trimSuffix "/" .Values.geoip.mountPath }}
 {{- $dbs := list }}
@@ -137,7 +156,10 @@ SHUDI_DATA_DIR: {{ .Values.dataDir.path | quote }}
 {{- if and $v.kafka.tls.caSecret.name (not (include "shudi.tlsEnabled" .)) }}
 {{- fail "kafka.tls.caSecret is set but kafka.securityProtocol is neither SSL nor SASL_SSL" }}
 {{- end }}
-{{- $managed := list "broker" "app_id" "input_topic" "partitions" "log_level" "store" "security_protocol" "sasl_mechanism" "sasl_username" "sasl_password" "ssl_cafile" "ip_hash_key" "geoip_db" "geoip_reload_interval_s" "metrics_host" "metrics_port" "data_dir" }}
+{{- if and $v.kafka.tls.clientSecret.name (not (include "shudi.tlsEnabled" .)) }}
+{{- fail "kafka.tls.clientSecret (mutual TLS) is set but kafka.securityProtocol is neither SSL nor SASL_SSL" }}
+{{- end }}
+{{- $managed := list "broker" "app_id" "input_topic" "partitions" "log_level" "store" "security_protocol" "sasl_mechanism" "sasl_username" "sasl_password" "sasl_password_file" "ssl_cafile" "ssl_certfile" "ssl_keyfile" "ssl_key_password" "ssl_key_password_file" "ip_hash_key" "ip_hash_key_file" "geoip_db" "geoip_reload_interval_s" "metrics_host" "metrics_port" "data_dir" }}
 {{- range $name, $_ := $v.config }}
 {{- if has (lower $name) $managed }}
 {{- fail (printf "config.%s is set by the chart from its own values (see values.yaml)" $name) }}

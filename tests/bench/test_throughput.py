@@ -1,0 +1,66 @@
+"""bench.throughput's bookkeeping, without a broker: which input event an output is, latency sampling, the
+accounting check."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bench.throughput.harness import input_events
+from bench.throughput.measure import InputTimes, event_index
+from bench.throughput.modes import plan_modes
+from bench.throughput.options import Options
+from bench.throughput.report import Result, percentile, unaccounted
+
+
+def test_event_index_from_the_key_or_the_value() -> None:
+    assert event_index(b"e2-17", b"") == 17
+    assert event_index(None, json.dumps({"event_id": "e2-5"}).encode()) == 5
+    assert event_index(None, b"not json") is None
+    assert event_index(None, b'{"event_id": 3}') is None
+
+
+def test_input_times_sample_and_skip_the_warmup() -> None:
+    times = InputTimes(1_200_000)
+    assert times.stride == 2
+    times.ts[0], times.ts[5] = 1000, 9000
+    times.since = 5000
+    assert times.sent_at(b"e2-10", b"") == 9000
+    assert times.sent_at(b"e2-0", b"") is None  # before the warm-up's end
+    assert times.sent_at(b"e2-11", b"") is None  # not sampled
+    assert times.sent_at(b"e2-2", b"") is None  # never read
+
+
+def test_input_events_are_keyed_by_their_position() -> None:
+    ips = [f"1.0.0.{i}" for i in range(1, 200)]
+    events = list(input_events(500, ips))
+    assert [event_index(k, v) for k, v in events] == list(range(500))
+    assert 400 < sum(len(v) for _, v in events) / len(events) < 800
+
+
+def test_report_helpers() -> None:
+    assert percentile([], 0.5) == 0.0
+    assert percentile([1, 2, 3, 4], 0.5) == 3.0
+    ok, short = Result("raw", outputs=90, dead_letters=10), Result("naive", outputs=90)
+    assert unaccounted([ok, short, Result("x", ran=False)], 100) == [
+        "ACCOUNTING FAILED for naive: 90 outputs + 0 dead letters != 100 inputs"
+    ]
+
+
+def test_every_mode_has_its_own_topics_and_group(tmp_path: Path) -> None:
+    opts = Options(
+        "127.0.0.1:9",
+        1000,
+        tmp_path,
+        db=tmp_path / "x.mmdb",
+        modes=("raw", "naive", "faust-relay", "shudi", "shudi-x2"),
+    )
+    modes = plan_modes(opts, "bench-t", "bench-t-in")
+    assert [m.name for m in modes][:2] == ["raw", "naive"]
+    assert len(modes) == 6
+    assert [len(m.processes) for m in modes][-2:] == [1, 2]
+    assert all(m.input_topic == "bench-t-in" for m in modes)
+    outs = [t for m in modes for t in m.output_topics]
+    assert len(outs) == len(set(outs))
+    assert len({m.group for m in modes}) == len(modes)
+    assert all("bench-t" in t for t in outs)
