@@ -19,6 +19,7 @@ Detection is driven by event time from the stream (ticks), never by Faust's wall
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Iterable
@@ -28,7 +29,13 @@ from typing import Any
 import faust
 import msgspec
 
-from streams.pipeline.clock import SOURCE_SILENT_S, PartitionClock, decode_clock, encode_clock
+from streams.pipeline.clock import (
+    GLOBAL_PARTITION,
+    SOURCE_SILENT_S,
+    PartitionClock,
+    decode_clock,
+    encode_clock,
+)
 from streams.pipeline.detector import GLOBAL_KEY, DetectorParams, TerritoryState, Verdict, step
 from streams.pipeline.events import (
     BurstEvent,
@@ -48,7 +55,6 @@ from streams.settings import Settings
 log = logging.getLogger(__name__)
 
 _BURST_KINDS: dict[str, BurstKind] = {"started": "started", "ongoing": "updated", "ended": "ended"}
-GLOBAL_PARTITION = 0
 TABLES = (
     "shudi-windows",
     "shudi-detectors",
@@ -83,19 +89,13 @@ def window_spec(settings: Settings) -> WindowSpec:
 
 
 def detector_params(settings: Settings) -> DetectorParams:
-    return DetectorParams(
-        window_s=settings.window_hop_s or settings.window_s,
-        warmup_windows=settings.detector_warmup_windows,
-        alpha=settings.detector_alpha,
-        min_count=settings.detector_min_count,
-        min_ratio=settings.detector_min_ratio,
-        on_threshold=settings.detector_on_threshold,
-        share_threshold=settings.detector_share_threshold,
-        off_threshold=settings.detector_off_threshold,
-        on_windows=settings.detector_on_windows,
-        off_windows=settings.detector_off_windows,
-        seasonal=settings.detector_seasonal,
-    )
+    """Every detector parameter from its ``detector_*`` setting; the window is the hop (or the size)."""
+    given = {
+        f.name: getattr(settings, f"detector_{f.name}")
+        for f in dataclasses.fields(DetectorParams)
+        if f.name != "window_s"
+    }
+    return DetectorParams(window_s=settings.window_hop_s or settings.window_s, **given)
 
 
 def _iso(epoch: float) -> datetime:
@@ -143,10 +143,12 @@ class Detection:
         clock = self._clock(partition)
         now = time.time()
         for tick in ticks:
-            clock.apply_tick(tick.source, tick.watermark, tick.totals, now, idle=tick.idle)
+            clock.apply_tick(
+                tick.source, tick.watermark, tick.totals, now, idle=tick.idle, by_territory=tick.by_territory
+            )
         due = clock.due(self.spec, now, SOURCE_SILENT_S)
         for start in due:
-            await self._close(partition, start, clock.take_total(start))
+            await self._close(partition, start, clock.take_total(start), clock.take_by_territory(start))
         if due:
             clock.drop_totals_before(due[-1])
         self.clocks[_clock_key(partition)] = encode_clock(clock)
@@ -176,7 +178,7 @@ class Detection:
 
     # --- closing windows -----------------------------------------------------------------------------------
 
-    async def _close(self, partition: int, start: int, total: int) -> None:
+    async def _close(self, partition: int, start: int, total: int, by_territory: dict[str, int]) -> None:
         for code, territory in sorted(self._territories(partition).items()):
             raw = self.windows.pop(_window_key(code, start), None)
             agg = decode_agg(raw) if raw is not None else WindowAgg()
@@ -200,16 +202,27 @@ class Detection:
                 self._export(territory, agg.count, verdict)
                 await self._announce(territory, start, agg, verdict, state.burst_start or burst_start)
         if partition == GLOBAL_PARTITION:
-            await self._close_global(partition, start, total)
+            await self._close_global(partition, start, total, by_territory)
         self.metrics.windows_closed.inc()
 
-    async def _close_global(self, partition: int, start: int, total: int) -> None:
+    async def _close_global(
+        self, partition: int, start: int, total: int, by_territory: dict[str, int]
+    ) -> None:
         record = self._record(GLOBAL_KEY, partition, None)
         if record.state is None and total == 0:
             return  # as for a territory: start with the first comments, not with the empty windows before
         burst_start = record.state.burst_start if record.state is not None else None
+        # Totals without a breakdown come from workers of an older release: judge them on the total alone
+        # rather than call every window narrow.
+        territories = by_territory if by_territory or total == 0 else None
         state, verdict = step(
-            record.state, key=GLOBAL_KEY, window_start=start, count=total, total=None, params=self.params
+            record.state,
+            key=GLOBAL_KEY,
+            window_start=start,
+            count=total,
+            total=None,
+            params=self.params,
+            territories=territories,
         )
         record.state = state
         self.detectors[GLOBAL_KEY.encode()] = _record_encoder.encode(record)
