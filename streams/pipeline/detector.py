@@ -461,7 +461,9 @@ def step(
             we = min(1.0, w / max(tail_rate, 1e-3))
             tail_excess += we * (stat - p.tail_u - tail_excess)
         tail_seen += 1
-    if territories is not None and (learning or not expected):
+    if territories is not None and count > 0 and (learning or not expected):
+        # A window with no comments at all is a gap in the data, not a quiet site: learning it would make
+        # every territory look "up" on the first busy window after it.
         expected = _follow(expected, territories, p.share_alpha, p.breadth_ratio)
 
     new_state = TerritoryState(

@@ -284,6 +284,14 @@ def test_every_territory_x3_is_one_global_surge_and_no_regional_burst() -> None:
     assert breadth > 0.8
 
 
+def test_a_site_wide_gap_is_no_global_surge_when_traffic_returns() -> None:
+    rng = random.Random(71)
+    series = _territories(rng, 34, 1000, lambda _k, i: daily(i))
+    for s in series:
+        s[700:760] = [0] * 60  # nothing at all for an hour (an outage upstream), then the usual evening
+    assert starts(run_global(_windows(series))) == []
+
+
 def test_global_breadth_map_is_bounded_by_the_territories_seen() -> None:
     series = [{f"T{k}": 50 for k in range(40)} for _ in range(100)] + [{"T0": 50} for _ in range(3000)]
     state: TerritoryState | None = None
