@@ -484,6 +484,30 @@ def test_restart_and_replay_send_no_second_started(loop: asyncio.AbstractEventLo
     assert compress(sim.active[SH.code]) == [None, 1.0, 0.0]
 
 
+def test_a_table_written_by_a_version_1_worker_is_taken_over(
+    loop: asyncio.AbstractEventLoop, clock: FakeClock
+) -> None:
+    # An upgrade: the detectors table holds states of detector version 1 (a different model, mid-burst).
+    topic, tables = FakeTopic(), Tables()
+    sim = Sim(new_detection(tables, topic), topic, clock, loop, REGIONAL_PARTITION)
+    run_regional(sim, range(5))
+    for code, territory in sim.territories.items():
+        v1 = {
+            "key": code, "last_window": T0 + 2 * W, "seen": 3, "level": 4.0, "disp": 0.01,
+            "share_seen": 3, "share_level": -1.5, "share_disp": 0.0, "season": [],
+            "recent": [[T0 + W, 3.3, 3.4]], "cool_run": 0, "active": True,
+            "burst_id": f"{code}@{T0 + W}", "burst_start": T0 + W, "burst_windows": 2, "v": 1,
+        }  # fmt: skip
+        record = {"partition": REGIONAL_PARTITION, "territory": territory, "state": v1}
+        tables.detectors[code.encode()] = msgspec.msgpack.encode(record)
+    _restart(sim, tables)
+    run_regional(sim, range(5, END))
+    started = [e for e in topic.events() if e.kind == "started"]
+    assert [(e.territory, e.burst_id) for e in started] == [(SH, f"{SH.code}@{BURST_START}")]
+    state = msgspec.msgpack.decode(tables.detectors[SH.code.encode()])["state"]
+    assert state["v"] == 2
+
+
 def test_restart_with_an_older_clock_does_not_fire_again(
     loop: asyncio.AbstractEventLoop, clock: FakeClock
 ) -> None:
