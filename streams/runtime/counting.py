@@ -5,7 +5,8 @@ the territory (key = territory code) and, about once a second, a watermark tick 
 comments to every partition (see :mod:`streams.pipeline.clock`). This agent adds the counts to the ``windows``
 table, advances the partition's clock on ticks, and for every window that became final steps the detector
 (``pipeline.detector``) of every territory the partition owns (a quiet territory gets a 0), publishes
-burst events and sets the territory's gauges. Partition 0 also runs the global-surge detector on the totals.
+burst events and sets the territory's gauges. Partition 0 also runs the global-surge detector on the totals,
+judging breadth from the totals per territory that only its ticks carry.
 
 State lives in three changelog-backed tables, so a restarted worker resumes from its partitions' changelogs:
 ``windows`` (open windows' counts and top-posts sketches), ``detectors`` (detector state per territory) and
@@ -59,7 +60,7 @@ TABLES = (
     "shudi-windows",
     "shudi-detectors",
     "shudi-clocks",
-)  # the counting partition that also runs the global-surge detector
+)
 TOP_POSTS = 5
 
 
