@@ -142,7 +142,7 @@ class Settings(BaseSettings):
         60, ge=1, description="Windows after which a burst is taken for a new normal."
     )
     detector_cooldown_windows: int = Field(
-        36, ge=0, description="Windows after a burst ends before the territory may start another."
+        72, ge=0, description="Windows after a burst ends before the territory may start another."
     )
     detector_breadth: float = Field(
         0.5, ge=0, le=1, description="Global surge: share of the expected traffic that must be up together."

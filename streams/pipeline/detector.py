@@ -140,8 +140,9 @@ class DetectorParams:
     """A window with fewer comments than this never starts a burst (10)."""
     adapt_after: int = 60
     """A burst still active after this many windows is a new normal: the baseline jumps to it (60)."""
-    cooldown_windows: int = 36
-    """Windows after a burst ends before the same series may start another (36)."""
+    cooldown_windows: int = 72
+    """Windows after a burst ends before the same series may start another (72: six hours of 5-minute
+    windows, over an hour of 1-minute ones)."""
     breadth: float = 0.5
     """Global surge: share of the expected traffic whose territories must be up together (0.5)."""
     breadth_ratio: float = 2.0
