@@ -24,12 +24,16 @@ deviations, so spikes barely move it, and the daily cycle stays in the residual 
 (4) sd. Both start as running means (weight ``1/n`` until that is below the EWMA weight), so the first
 days are learnt at full speed instead of being dominated by the first windows. The **score** is
 ``(x - level) / sd``: how many of this series' own standard deviations the current rate stands above its
-usual level. A noisy series (large ``var``) needs a much larger rise than a calm one.
+usual level. A noisy series (large ``var``) needs a much larger rise than a calm one. ``sd`` never goes below
+counting noise, the Poisson variance of ``x`` at the expected count: a variance learnt from a short or
+lucky history can come out smaller than that.
 
 *Share of all comments.* With a ``total``, the territory's log odds against every other territory,
 ``ln((rate + c) / (total_rate - rate + c))``, is scored the same way against its own baseline, which follows
 faster (``share_alpha`` = 0.05): a share has no site-wide daily cycle to ignore, but overseas territories
-keep their own clock. A rise of the whole site moves every ``score`` but no ``share_score``. A regional
+keep their own clock. A window below the share baseline enters its variance clipped at ``huber_k`` sd:
+another territory's burst pushes every other share down for as long as it lasts, and must not hide the
+next burst. A rise of the whole site moves every ``score`` but no ``share_score``. A regional
 burst is judged on ``share_score`` and also needs ``score ≥ own_threshold`` (1): the territory itself rose,
 it did not merely keep its count while the rest of the site fell silent.
 
@@ -73,6 +77,7 @@ window (so a replay is still recognised). A burst active in an old state is not 
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -278,14 +283,31 @@ def threshold(state: TerritoryState, params: DetectorParams) -> float:
     return max(params.on_threshold, params.tail_u + state.tail_excess * math.log(p / params.false_alarm))
 
 
+@functools.cache
+def _half_clipped_second_moment(k: float) -> float:
+    """E[Z²] for a standard normal Z whose negative half is clipped at -k: 1/2 + E[min(Z², k²)]/2."""
+    tail = math.erfc(k / math.sqrt(2.0))  # P(|Z| > k)
+    pdf = math.exp(-k * k / 2.0) / math.sqrt(2.0 * math.pi)
+    return 0.5 + 0.5 * ((1.0 - tail) - 2.0 * k * pdf + k * k * tail)
+
+
 def _learn(
-    level: float, var: float, resid: float, n: int, alpha: float, p: DetectorParams
+    level: float, var: float, resid: float, n: int, alpha: float, p: DetectorParams, *, upper: bool = False
 ) -> tuple[float, float]:
-    """One robust update of a baseline (level, var) by a residual; ``n`` windows were learnt before."""
+    """One robust update of a baseline (level, var) by a residual; ``n`` windows were learnt before.
+
+    ``upper``: a window below the level enters the variance clipped at ``huber_k`` sd (and the estimate is
+    rescaled to stay unbiased for Gaussian noise), so that windows pushed down by something else, for
+    minutes on end, widen it only a little."""
     # Conditional expressions instead of max()/min(): this runs twice per territory and window.
     if n == 0:
         return level + resid, 0.0
     sq = resid * resid
+    if upper:
+        if resid < 0:
+            low = p.huber_k * p.huber_k * (var if var > _MIN_VAR else _MIN_VAR)
+            sq = sq if sq < low else low
+        sq /= _half_clipped_second_moment(p.huber_k)
     if n < p.warmup_windows:
         # Running means: the first windows are all there is, so each counts fully.
         cap = p.var_clip * p.var_clip * (var if var > _WARMUP_VAR_FLOOR else _WARMUP_VAR_FLOOR)
@@ -377,7 +399,12 @@ def step(
     rate = state.rate + p.rate_alpha * (count - state.rate) if state.seen else float(count)
     x = math.log(rate + c0)
     resid = x - state.level
-    score = resid / math.sqrt(state.var if state.var > _MIN_VAR else _MIN_VAR) if state.seen else 0.0
+    # Counting noise is a floor under any learnt variance (a short or lucky history may learn less):
+    # the Poisson variance of ln(rate + c0) at the expected count, for an EWMA of weight rate_alpha.
+    smooth = p.rate_alpha / (2.0 - p.rate_alpha)
+    floor = smooth * baseline / ((baseline + c0) * (baseline + c0))
+    var = state.var if state.var > floor else floor
+    score = resid / math.sqrt(var if var > _MIN_VAR else _MIN_VAR) if state.seen else 0.0
 
     has_total = total is not None and total > 0
     share_score: float | None = None
@@ -388,7 +415,10 @@ def step(
         )
         xs = math.log((rate + c0) / (max(total_rate - rate, 0.0) + c0))
         share_resid = xs - state.share_level
-        share_var = state.share_var if state.share_var > _MIN_VAR else _MIN_VAR
+        rest = max(total_rate - rate, 0.0)
+        share_floor = smooth * (baseline / ((baseline + c0) ** 2) + rest / ((rest + c0) ** 2))
+        share_var = state.share_var if state.share_var > share_floor else share_floor
+        share_var = share_var if share_var > _MIN_VAR else _MIN_VAR
         share_score = share_resid / math.sqrt(share_var) if state.share_seen else 0.0
     stat = share_score if share_score is not None else score
 
@@ -450,8 +480,10 @@ def step(
     if learning:
         level, var = _learn(level, var, resid, state.seen, p.alpha, p)
         if has_total:
+            # Another territory's burst (or a site-wide rise elsewhere) pushes this share down: that is
+            # no measure of how much it may rise by chance.
             share_level, share_var = _learn(
-                share_level, share_var, share_resid, state.share_seen, p.share_alpha, p
+                share_level, share_var, share_resid, state.share_seen, p.share_alpha, p, upper=True
             )
     if learning and warm:
         # As in SPOT, an alarm never enters the tail it was judged by: bursts would raise their own bar.

@@ -284,6 +284,39 @@ def test_every_territory_x3_is_one_global_surge_and_no_regional_burst() -> None:
     assert breadth > 0.8
 
 
+NB50 = nb(50)
+
+
+def _demo_like(boost: Callable[[int, int], float], seed: int, sampler: Sampler = NB50) -> list[list[int]]:
+    """The demo's regime: short windows, a short history (12 windows of warm-up), Poisson-like noise."""
+    rng = random.Random(seed)
+    rates = [600 * 0.8**k + 5 for k in range(34)]
+    return [[sampler(rng, r * boost(k, i)) for i in range(80)] for k, r in enumerate(rates)]
+
+
+DEMO = DetectorParams(warmup_windows=12)
+
+
+def test_a_short_history_does_not_make_ordinary_windows_bursts() -> None:
+    # Variances learnt from a dozen windows can come out small by luck; counting noise is their floor.
+    for seed in range(20):
+        series = _demo_like(lambda _k, _i: 1.0, seed, poisson)
+        totals = [sum(s[i] for s in series) for i in range(80)]
+        for k, s in enumerate(series):
+            assert starts(run(s, totals, key=f"T{k}", params=DEMO)) == [], (seed, k)
+
+
+def test_a_burst_elsewhere_does_not_hide_the_next_one() -> None:
+    # The largest territory ×8 for 12 windows pushes every other share down; a small territory's ×10
+    # right after must still be seen (the demo's 广东 then 中国香港).
+    series = _demo_like(
+        lambda k, i: 8.0 if k == 0 and 20 <= i < 32 else 10.0 if k == 12 and 33 <= i < 45 else 1.0, 7
+    )
+    totals = [sum(s[i] for s in series) for i in range(80)]
+    assert starts(run(series[0], totals, key="T0", params=DEMO)) == [20]
+    assert starts(run(series[12], totals, key="T12", params=DEMO)) == [33]
+
+
 def test_a_site_wide_gap_is_no_global_surge_when_traffic_returns() -> None:
     rng = random.Random(71)
     series = _territories(rng, 34, 1000, lambda _k, i: daily(i))
