@@ -129,24 +129,64 @@ class Settings(BaseSettings):
         description="How often each input partition's watermark and totals are sent to the counters.",
     )
     store: str = Field("memory://", description="Faust table store (rocksdb:// needs the rocksdb extra).")
+    # The burst detector: one setting per streams.pipeline.detector.DetectorParams field (but window_s).
     detector_warmup_windows: int = Field(
-        30, ge=0, description="Windows a territory is watched before it may fire."
+        30, ge=1, description="Windows a territory is watched before it may fire."
     )
-    detector_min_count: int = Field(
-        20, ge=0, description="A window with fewer comments never starts a burst."
+    detector_pseudo_count: float = Field(
+        8.0, gt=0, description="Comments added to the rate before the log: smaller counts are counting noise."
     )
-    detector_min_ratio: float = Field(1.5, ge=1.0, description="Count / baseline needed to start a burst.")
-    detector_on_threshold: float = Field(3.2, gt=0, description="Own-baseline score that starts a burst.")
-    detector_share_threshold: float = Field(
-        3.2, gt=0, description="Share-of-all-comments score a regional burst also needs."
+    detector_rate_alpha: float = Field(
+        0.5, gt=0, le=1, description="EWMA weight of a window's count in the current rate."
+    )
+    detector_alpha: float = Field(
+        0.005,
+        gt=0,
+        le=1,
+        description="EWMA weight of a window in the own baseline level (slow: ~200 windows).",
+    )
+    detector_share_alpha: float = Field(
+        0.05, gt=0, le=1, description="EWMA weight of a window in the share baseline and the expected counts."
+    )
+    detector_var_alpha: float = Field(
+        0.0005, gt=0, le=1, description="EWMA weight of a window in the baselines' variance."
+    )
+    detector_huber_k: float = Field(
+        1.0, gt=0, description="Residuals are clipped to this many sd before they move a baseline."
+    )
+    detector_var_clip: float = Field(
+        4.0, gt=0, description="Residuals are clipped to this many sd before they enter a variance."
+    )
+    detector_on_threshold: float = Field(
+        5.0, gt=0, description="Floor of the threshold (sd of the series' own residuals) that starts a burst."
+    )
+    detector_false_alarm: float = Field(
+        0.001, gt=0, lt=1, description="Probability per window of the series' own tail threshold."
+    )
+    detector_tail_u: float = Field(3.0, gt=0, description="Level (sd) above which the tail is modelled.")
+    detector_tail_alpha: float = Field(
+        0.0005, gt=0, le=1, description="EWMA weight of a window in the tail estimates."
+    )
+    detector_own_threshold: float = Field(
+        1.0, description="Own score a regional burst or a global surge also needs."
     )
     detector_off_threshold: float = Field(1.5, description="Score below which a burst cools down.")
-    detector_on_windows: int = Field(2, ge=1, description="Consecutive hot windows that start a burst.")
     detector_off_windows: int = Field(2, ge=1, description="Consecutive cool windows that end a burst.")
-    detector_alpha: float = Field(
-        0.05, gt=0, lt=1, description="EWMA weight of a new window in the baseline."
+    detector_min_count: int = Field(
+        10, ge=0, description="A window with fewer comments never starts a burst."
     )
-    detector_seasonal: bool = Field(False, description="Learn a daily profile (24 slots) into the baseline.")
+    detector_adapt_after: int = Field(
+        60, ge=1, description="Windows after which a burst is taken for a new normal."
+    )
+    detector_cooldown_windows: int = Field(
+        72, ge=0, description="Windows after a burst ends before the territory may start another."
+    )
+    detector_breadth: float = Field(
+        0.5, ge=0, le=1, description="Global surge: share of the expected traffic that must be up together."
+    )
+    detector_breadth_ratio: float = Field(
+        2.0, gt=0, description="Global surge: count / expected count that makes a territory up."
+    )
 
     # --- GeoIP -------------------------------------------------------------------------------------------
     geoip_db: Annotated[tuple[Path, ...], NoDecode] = Field(

@@ -264,4 +264,4 @@ def print_summary(snap: Snapshot, bursts: Bursts, script: Sequence[Mapping[str, 
         click.echo("other regional bursts: " + ", ".join(f"{name_zh(c)} {c}" for c in extra))
     surges = sum(b.type == "global" for b in bursts.by_id.values())
     if surges:
-        click.echo(f"global surges: {surges} (all territories together rose, e.g. with the biggest burst)")
+        click.echo(f"global surges: {surges} (most of the traffic's territories rose together)")

@@ -43,7 +43,13 @@ from aiokafka import AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, IllegalStateError
 from aiokafka.structs import TopicPartition
 
-from streams.pipeline.clock import count_deltas, counting_partition, window_totals
+from streams.pipeline.clock import (
+    GLOBAL_PARTITION,
+    count_deltas,
+    counting_partition,
+    territory_totals,
+    window_totals,
+)
 from streams.pipeline.enrich import Enricher, OutRecord
 from streams.pipeline.events import CountBatch, CountDelta, Tick, encode_count_message
 from streams.pipeline.territory import Territory
@@ -275,9 +281,17 @@ class EnrichmentService(mode.Service):
         for delta in count_deltas(windows):
             deltas.setdefault(counting_partition(delta.territory.code, n), []).append(delta)
         ticks = self._ticks(window_totals(windows))
+        # Only the global detector's partition needs the totals per territory; they ride on its first tick.
+        global_ticks = ticks[:1] and [
+            msgspec.structs.replace(ticks[0], by_territory=territory_totals(windows)),
+            *ticks[1:],
+        ]
         records: list[Awaitable[Any]] = []
         for partition in range(n):
-            batch = CountBatch(deltas=deltas.get(partition, []), ticks=ticks)
+            batch = CountBatch(
+                deltas=deltas.get(partition, []),
+                ticks=global_ticks if partition == GLOBAL_PARTITION else ticks,
+            )
             if batch.deltas or batch.ticks:
                 value = encode_count_message(batch)
                 records.append(await self.producer.send(settings.counts_topic, value, partition=partition))

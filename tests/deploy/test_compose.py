@@ -630,7 +630,7 @@ def test_simulator_bursts_show_within_minutes(
         # Even at the daily trough (0.3 x mean), a burst window holds enough comments to count.
         trough = rate / speedup * shares[b.territory] * s.window_s * 0.3
         assert trough * b.multiplier >= s.detector_min_count, b
-        assert b.duration >= (s.detector_on_windows + 2) * s.window_s, b
+        assert b.duration >= 3 * s.window_s, b  # the detector's targets are for bursts of >= 3 windows
 
 
 # ------------------------------------------------------------------------------------------------------------
