@@ -2,8 +2,8 @@
 
 One call of :func:`step` consumes one window (``count`` comments of territory ``key`` in the window that
 starts at ``window_start``, and ``total`` comments of all territories in that window) and returns the new
-state and a :class:`Verdict`. The state is a small :class:`TerritoryState` that :func:`encode_state` /
-:func:`decode_state` turn into bytes for a Faust table. Every step is O(1) in time and state (the global
+state and a :class:`Verdict`. The state is a small msgspec :class:`TerritoryState`, kept as msgpack bytes
+in the counting agent's ``detectors`` table. Every step is O(1) in time and state (the global
 detector's breadth map is bounded by the territory vocabulary).
 
 The model
@@ -234,21 +234,6 @@ class Verdict(msgspec.Struct, frozen=True, kw_only=True):
     burst_id: str | None  # the burst's id on "started", "ongoing" and "ended"
     breadth: float | None = None  # global detector with territories: share of traffic that is up
     stale: bool = False  # the window was at or before the last one consumed: nothing changed
-
-
-_ENCODER: Final = msgspec.msgpack.Encoder()
-_DECODER: Final = msgspec.msgpack.Decoder(TerritoryState)
-
-
-def encode_state(state: TerritoryState) -> bytes:
-    """The state as msgpack bytes (for a Faust table with a raw value serializer)."""
-    return _ENCODER.encode(state)
-
-
-def decode_state(data: bytes) -> TerritoryState:
-    """The inverse of :func:`encode_state`, also for older versions (``v`` tells); raises
-    ``msgspec.DecodeError`` (a ValueError) on bad data."""
-    return _DECODER.decode(data)
 
 
 def burst_id_for(key: str, first_window: int) -> str:

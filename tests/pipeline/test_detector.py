@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from streams.pipeline.codec import msgpack_codec
 from streams.pipeline.detector import (
     GLOBAL_KEY,
     STATE_VERSION,
@@ -18,14 +19,14 @@ from streams.pipeline.detector import (
     TerritoryState,
     Verdict,
     burst_id_for,
-    decode_state,
-    encode_state,
     fill_gaps,
     missing_windows,
     step,
     threshold,
 )
 
+# What the counting agent does with a state (inside its DetectorRecord): msgpack through pipeline.codec.
+encode_state, decode_state = msgpack_codec(TerritoryState)
 P = DetectorParams()
 T0 = 1_767_225_600  # 2026-01-01T00:00:00Z, a multiple of 60
 DAY = 1440
