@@ -19,17 +19,18 @@ import sys
 import time
 from collections.abc import Sequence
 
+from streams.pipeline.codec import msgpack_codec
 from streams.pipeline.detector import (
     GLOBAL_KEY,
     DetectorParams,
     TerritoryState,
-    decode_state,
-    encode_state,
     step,
 )
 
 T0 = 1_767_225_600
 TERRITORIES = 43
+
+encode_state, decode_state = msgpack_codec(TerritoryState)  # as the counting agent stores it
 
 
 def traffic(n: int, seed: int) -> list[int]:
