@@ -138,14 +138,14 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
             await bounded(service.batch_lock.acquire(), service.broker_wait_s, "the batch in flight")
         except BrokerWaitTimeoutError as exc:
             log.warning("partitions revoked while %s; they go without a flush (redelivered)", exc)
-            service.drop_pending()
+            service.needs_reset(exc)
             service.forget(revoked)
             return
         try:
             await service.flush()
         except Exception as exc:  # noqa: BLE001 -- the partitions go anyway; their batches are redelivered
             log.warning("flush before a revocation failed (%s); the batches will be redelivered", exc)
-            service.drop_pending()
+            service.needs_reset(exc)
         finally:
             service.forget(revoked)
             service.batch_lock.release()
@@ -185,6 +185,9 @@ class EnrichmentService(mode.Service):
         self.broker_wait_s = BROKER_WAIT_S
         self.stop_step_s = STOP_STEP_S
         self._resets_in_a_row = 0
+        # Set when a flush failed: its counts are gone, so no later flush may commit past them; the consuming
+        # loop resets the clients (back to the last commit) before anything else.
+        self._reset_needed: BaseException | None = None
 
     def request_stop(self) -> None:
         """Take no more batches: the one in flight finishes, and ``on_stop`` flushes and commits it.
@@ -302,6 +305,8 @@ class EnrichmentService(mode.Service):
             self._fatal(exc)
 
     async def _poll_once(self) -> None:
+        if (exc := self._reset_needed) is not None:
+            raise exc
         batches = await bounded(
             self.consumer.getmany(timeout_ms=POLL_MS, max_records=self.settings.batch_size),
             POLL_MS / 1000 + self.broker_wait_s,
@@ -354,6 +359,7 @@ class EnrichmentService(mode.Service):
                     exc = failed
                 else:
                     self.consumer.subscribe([self.settings.input_topic], listener=_Rebalance(self))
+                    self._reset_needed = None
                     return
             await self.sleep(min(2.0 ** (self._resets_in_a_row - 1), RESET_BACKOFF_MAX_S))
 
@@ -364,6 +370,11 @@ class EnrichmentService(mode.Service):
         missing = [t for t in topics if not cluster.partitions_for_topic(t)]
         if missing:
             raise MissingTopicError(f"topics missing from the cluster: {', '.join(missing)}")
+
+    def needs_reset(self, exc: BaseException) -> None:
+        self.drop_pending()
+        if self._reset_needed is None:
+            self._reset_needed = exc
 
     def drop_pending(self) -> None:
         """Forget the counts and offsets of the batches since the last flush: they are delivered again."""
@@ -423,11 +434,13 @@ class EnrichmentService(mode.Service):
                     continue  # the consuming loop is in a wait of its own, bounded too
                 try:
                     await self.flush()
-                except BrokerWaitTimeoutError as exc:
-                    # The consuming loop resets the clients when it meets the same wedge; the counts and
-                    # offsets of this flush are dropped (redelivered).
-                    log.warning("tick flush: %s; the batches since the last commit will be redelivered", exc)
-                    self.drop_pending()
+                except Exception as exc:
+                    if not transient(exc):
+                        raise
+                    # The counts of this flush are gone: nothing may be committed until the consuming loop
+                    # has reset the clients, which rewinds to the last commit (the batches come again).
+                    log.warning("tick flush failed (%s: %s); resetting the clients", type(exc).__name__, exc)
+                    self.needs_reset(exc)
                 finally:
                     self.batch_lock.release()
         except asyncio.CancelledError:
@@ -439,6 +452,9 @@ class EnrichmentService(mode.Service):
 
     async def flush(self) -> None:
         """Send the pending counts and the watermark ticks, wait for the broker, then commit the offsets."""
+        if self._reset_needed is not None:
+            self.drop_pending()  # a batch that came after the failed flush: delivered again after the reset
+            return
         settings = self.settings
         windows, self._windows = self._windows, {}
         n = settings.partitions

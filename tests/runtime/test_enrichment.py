@@ -652,3 +652,43 @@ def test_a_missing_output_topic_found_by_a_reset_is_fatal(
     rig = asyncio.run(scenario())
     assert signals == [(os.getpid(), signal.SIGTERM)]
     assert rig.health.liveness() == (False, "fatal: enrichment loop: MissingTopicError")
+
+
+def test_a_tick_flush_the_broker_fails_commits_nothing_until_the_clients_are_reset(
+    make_rig: Callable[..., Rig],
+) -> None:
+    """The counts of a tick's flush are refused (the broker went away): those counts are gone, so no later
+    flush may commit the batch they belong to. The consuming loop resets the clients first, and the batch
+    comes again (and is counted) before anything is committed."""
+    batch = {TP0: good_records(TP0, range(3))}
+
+    async def scenario() -> tuple[Rig, FakeConsumer]:
+        rig = make_rig(tick_interval_s=0.01)  # flush_events stays large: only ticks flush
+        await rig.service._process(batch)
+        rig.consumer.handed_out = dict(batch)
+        rig.producer.fail = KafkaTimeoutError()
+        tick = asyncio.create_task(EnrichmentService._tick(rig.service))
+        while rig.service._reset_needed is None:  # noqa: ASYNC110 -- a flag the service sets, no event
+            await asyncio.sleep(0.01)
+        rig.producer.fail = None  # the broker is back: a later flush would succeed, and must not commit
+        await rig.service.flush()
+        assert rig.consumer.commits == []
+        producer = FakeProducer()
+        fresh = FakeConsumer(rig.service, producer, [batch])
+
+        async def make_clients() -> None:
+            rig.service.consumer, rig.service.producer = fresh, producer
+
+        rig.service._make_clients = make_clients  # type: ignore[method-assign]
+        rig.service._check_topics = _no_check  # type: ignore[method-assign]
+        await asyncio.wait_for(EnrichmentService._consume(rig.service), 30)
+        tick.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await tick
+        await asyncio.wait_for(rig.service.on_stop(), 30)
+        return rig, fresh
+
+    rig, fresh = asyncio.run(scenario())
+    assert rig.consumer.commits == []
+    assert fresh.commits[-1] == {TP0: 3}
+    assert rig.health.fatal is None
