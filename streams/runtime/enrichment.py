@@ -100,9 +100,36 @@ def transient(exc: BaseException) -> bool:
 
 
 async def bounded(aw: Awaitable[T], seconds: float, what: str) -> T:
-    """``await aw``, or :class:`BrokerWaitTimeoutError` after ``seconds`` (``aw`` is cancelled)."""
+    """``await aw``, or :class:`BrokerWaitTimeoutError` after ``seconds``.
+
+    On time-out ``aw`` is cancelled but *not waited for*: ``asyncio.wait_for`` waits until the cancelled
+    awaitable has finished, and aiokafka's ``stop()`` does not finish under cancellation while its group
+    coordination task is wedged (seen: a reset that closed a consumer after a broker restart waited for
+    minutes). A wedged client's task is abandoned instead; the caller makes new clients."""
+    task = asyncio.ensure_future(aw)
     try:
-        return await asyncio.wait_for(aw, seconds)
+        done, _ = await asyncio.wait({task}, timeout=seconds)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    if not done:
+        task.cancel()
+        task.add_done_callback(_retrieve)
+        raise BrokerWaitTimeoutError(what, seconds)
+    return task.result()
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Consume an abandoned task's outcome, so asyncio does not log "exception was never retrieved"."""
+    if not task.cancelled():
+        task.exception()
+
+
+async def acquire_within(lock: asyncio.Lock, seconds: float, what: str) -> None:
+    """``lock.acquire()`` or :class:`BrokerWaitTimeoutError` after ``seconds``. ``wait_for`` here (not
+    :func:`bounded`): an acquire cancels promptly, and an abandoned one could take the lock later."""
+    try:
+        await asyncio.wait_for(lock.acquire(), seconds)
     except TimeoutError as exc:
         raise BrokerWaitTimeoutError(what, seconds) from exc
 
@@ -135,7 +162,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         service = self._service
         revoked = list(revoked)
         try:
-            await bounded(service.batch_lock.acquire(), service.broker_wait_s, "the batch in flight")
+            await acquire_within(service.batch_lock, service.broker_wait_s, "the batch in flight")
         except BrokerWaitTimeoutError as exc:
             log.warning("partitions revoked while %s; they go without a flush (redelivered)", exc)
             service.needs_reset(exc)
@@ -266,7 +293,7 @@ class EnrichmentService(mode.Service):
         does (what could not be flushed is delivered again)."""
         step = self.stop_step_s
         try:
-            await bounded(self.batch_lock.acquire(), step, "the batch in flight")
+            await acquire_within(self.batch_lock, step, "the batch in flight")
         except BrokerWaitTimeoutError as exc:
             log.warning("stopping without the final flush (%s); the last batches will be redelivered", exc)
         else:
@@ -315,7 +342,7 @@ class EnrichmentService(mode.Service):
         if self.stopping:
             return  # stopping: this batch is neither produced nor committed, so it is redelivered
         if batches:
-            await bounded(self.batch_lock.acquire(), self.broker_wait_s, "the batch lock")
+            await acquire_within(self.batch_lock, self.broker_wait_s, "the batch lock")
             try:
                 await self._process(batches)
                 # A flush costs the counting agent a message per counts partition and a table write
@@ -429,7 +456,7 @@ class EnrichmentService(mode.Service):
             while not self.should_stop:
                 await self.sleep(self.settings.tick_interval_s)
                 try:
-                    await bounded(self.batch_lock.acquire(), self.broker_wait_s, "the batch lock")
+                    await acquire_within(self.batch_lock, self.broker_wait_s, "the batch lock")
                 except BrokerWaitTimeoutError:
                     continue  # the consuming loop is in a wait of its own, bounded too
                 try:
