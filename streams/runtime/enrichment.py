@@ -91,10 +91,19 @@ class BrokerWaitTimeoutError(Exception):
         self.what = what
 
 
+class ClientCancelledError(Exception):
+    """An aiokafka call ended *cancelled* although nobody cancelled the loop: seen after a broker restart
+    (a client's internal task cancelled under it). Let through as ``CancelledError`` it ended the consuming
+    task without a word, leaving a live worker that no longer consumed; it is a wedged client instead."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"{what}: cancelled inside the client")
+
+
 def transient(exc: BaseException) -> bool:
     """Whether a failure is the broker's passing state (gone, paused, restarting, electing leaders) that new
     clients ride out, rather than a fault of shudi's own or of the cluster's set-up (fatal)."""
-    return isinstance(exc, BrokerWaitTimeoutError | KafkaTimeoutError) or (
+    return isinstance(exc, BrokerWaitTimeoutError | ClientCancelledError | KafkaTimeoutError) or (
         isinstance(exc, KafkaError) and bool(getattr(exc, "retriable", False))
     )
 
@@ -116,6 +125,8 @@ async def bounded(aw: Awaitable[T], seconds: float, what: str) -> T:
         task.cancel()
         task.add_done_callback(_retrieve)
         raise BrokerWaitTimeoutError(what, seconds)
+    if task.cancelled():
+        raise ClientCancelledError(what)
     return task.result()
 
 
@@ -318,6 +329,11 @@ class EnrichmentService(mode.Service):
             while not self.stopping:
                 try:
                     await self._poll_once()
+                except asyncio.CancelledError:
+                    current = asyncio.current_task()
+                    if self.stopping or current is None or current.cancelling():
+                        raise  # the loop itself is cancelled: the worker is stopping
+                    await self.reset_clients(ClientCancelledError("a batch"))
                 except Exception as exc:
                     if self.stopping or not transient(exc):
                         raise

@@ -696,3 +696,32 @@ def test_a_tick_flush_the_broker_fails_commits_nothing_until_the_clients_are_res
     assert rig.consumer.commits == []
     assert fresh.commits[-1] == {TP0: 3}
     assert rig.health.fatal is None
+
+
+def test_a_client_call_that_ends_cancelled_resets_the_clients_instead_of_ending_the_loop(
+    make_rig: Callable[..., Rig],
+) -> None:
+    """After a broker restart an aiokafka call came back *cancelled* although nobody cancelled the loop: the
+    consuming task ended without a word and the worker lived on without consuming. It is a wedged client:
+    the loop resets the clients and goes on."""
+    batch = {TP0: good_records(TP0, range(2))}
+
+    async def cancelled_fetch(*, timeout_ms: int, max_records: int) -> dict[TopicPartition, list[InRecord]]:
+        raise asyncio.CancelledError
+
+    async def scenario() -> tuple[Rig, FakeConsumer]:
+        rig = make_rig(flush_events=1)
+        rig.consumer.getmany = cancelled_fetch  # type: ignore[method-assign]
+        fresh = FakeConsumer(rig.service, rig.producer, [batch])
+
+        async def make_clients() -> None:
+            rig.service.consumer = fresh
+
+        rig.service._make_clients = make_clients  # type: ignore[method-assign]
+        rig.service._check_topics = _no_check  # type: ignore[method-assign]
+        await asyncio.wait_for(EnrichmentService._consume(rig.service), 30)
+        return rig, fresh
+
+    rig, fresh = asyncio.run(scenario())
+    assert fresh.commits == [{TP0: 2}]
+    assert rig.value("shudi_enrichment_client_resets_total") == 1.0
