@@ -41,7 +41,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import click
 from aiokafka import AIOKafkaConsumer
@@ -571,6 +571,32 @@ def _row_line(r: RowResult) -> str:
     )
 
 
+INVARIANT = {
+    "none": "baseline: nothing lost, no duplicates",
+    "broker-kill": "nothing lost; duplicates ≤ 2 flushes; resumes without a restart",
+    "broker-pause": "nothing lost; duplicates ≤ 2 flushes; resumes without a restart",
+    "worker-kill": "nothing lost; duplicates ≤ 1 flush (flush_events + batch_size)",
+    "rolling-restart": "nothing lost; no duplicates; every exit 0",
+}
+
+
+def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
+    """The README's table from ``--json-out`` rows."""
+    lines = [
+        "| fault | Kafka | invariant | events in (bad) | enriched / dead-lettered | duplicates (input) "
+        "| lost | recovered after | ok |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['fault']} | {r['kafka_version']} | {INVARIANT.get(r['fault'], '')} "
+            f"| {r['events_in']:,} ({r['bad']}) | {r['enriched_out']:,} / {r['dlq_out']} "
+            f"| {r['duplicates']:,} ({r.get('input_duplicates', 0):,}) | {r['lost']} "
+            f"| {r['recover_s']} s | {'yes' if r['ok'] else 'NO: ' + '; '.join(r['problems'])} |"
+        )
+    return "\n".join(lines)
+
+
 @click.command()
 @click.option("--fault", "faults", type=click.Choice(FAULTS), multiple=True, default=["broker-kill"])
 @click.option("--kafka-version", "versions", multiple=True, default=[localkafka.KAFKA_VERSION])
@@ -588,6 +614,12 @@ def _row_line(r: RowResult) -> str:
 @click.option("--repeat", type=int, default=1, show_default=True)
 @click.option("--json-out", type=click.Path(path_type=Path), default=None, help="Append each row as JSON.")
 @click.option("--keep", is_flag=True, help="Keep each run's directory (logs, broker data).")
+@click.option(
+    "--summarize",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="Only print the markdown table of a --json-out file.",
+)
 def main(
     faults: tuple[Fault, ...],
     versions: tuple[str, ...],
@@ -601,8 +633,12 @@ def main(
     repeat: int,
     json_out: Path | None,
     keep: bool,
+    summarize: Path | None,
 ) -> None:
     """Run each fault row REPEAT times on each Kafka version; exit 1 if any invariant failed."""
+    if summarize is not None:
+        click.echo(markdown_table([json.loads(line) for line in summarize.read_text().splitlines() if line]))
+        return
     # A SIGTERM (timeout, CI) unwinds like Ctrl-C, so that the broker and the workers are stopped.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     # The harness's own clients see the broker go away on purpose: their reconnect errors are noise here.
