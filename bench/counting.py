@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import click
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import TopicPartition
 
 from streams.devtools import localkafka
 from streams.devtools.mmdbbuild import build_demo_db
@@ -36,6 +36,7 @@ from streams.pipeline.clock import counting_partition
 from streams.pipeline.events import CountBatch, CountDelta, Tick, WindowDelta, encode_count_message
 from streams.pipeline.territory import DIVISIONS, Territory
 from streams.runtime.counting import changelog_topics
+from streams.runtime.kafka import connection_from_env
 from streams.runtime.topics import ensure_topics
 from streams.settings import load_settings
 from streams.testing import WorkerProcess, free_port, metric_value, run_settings
@@ -90,7 +91,7 @@ def settings_env(bootstrap: str, uid: str, db: Path, plan: Plan) -> dict[str, st
 
 async def end_offsets(bootstrap: str, topics: list[str], partitions: int) -> int:
     """Records written to ``topics`` so far (each has ``partitions`` partitions: the worker made them)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    consumer = connection_from_env(bootstrap).consumer()
     await consumer.start()
     try:
         tps = [TopicPartition(t, p) for t in topics for p in range(partitions)]
@@ -101,7 +102,7 @@ async def end_offsets(bootstrap: str, topics: list[str], partitions: int) -> int
 
 
 async def read_bursts(bootstrap: str, topic: str) -> list[dict[str, Any]]:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    consumer = connection_from_env(bootstrap).consumer(topic, auto_offset_reset="earliest")
     await consumer.start()
     try:
         events: list[dict[str, Any]] = []
@@ -114,7 +115,7 @@ async def read_bursts(bootstrap: str, topic: str) -> list[dict[str, Any]]:
 
 async def play(bootstrap: str, topic: str, plan: Plan, window_wall_s: float) -> dict[int, float]:
     """Send the plan paced in wall time; returns when (wall) each window's closing flush was acknowledged."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=2)
+    producer = connection_from_env(bootstrap).producer(linger_ms=2)
     await producer.start()
     closes: dict[int, float] = {}
     try:
@@ -139,7 +140,7 @@ async def play(bootstrap: str, topic: str, plan: Plan, window_wall_s: float) -> 
 
 
 async def catch_up(bootstrap: str, topic: str, plan: Plan, windows: int) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    producer = connection_from_env(bootstrap).producer()
     await producer.start()
     try:
         mark = T0 + (plan.windows + windows) * plan.window_s + LATENESS_S + 1

@@ -35,11 +35,12 @@ import click
 import faust
 import mode
 import mode.loop
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.abc import ConsumerRebalanceListener
 from faust.sensors import Monitor
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
+
+from streams.runtime.kafka import connection_from_env
 
 VARIANTS = ("await-send", "take-batch", "fast-drain", "aiokafka")
 
@@ -238,17 +239,15 @@ class AiokafkaRelay(mode.Service):
     async def on_start(self) -> None:
         # aiokafka clients must be created inside the running loop (Faust's), hence here and not in __init__.
         bootstrap = [f"{u.host}:{u.port}" for u in self.app.conf.broker]
-        self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap,
+        kafka = connection_from_env(",".join(bootstrap))
+        self.consumer = kafka.consumer(
             group_id=f"{self.app.conf.id}-enrich",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=4 << 20,
             fetch_max_bytes=16 << 20,
         )
-        self.producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_batch_size=256 * 1024
-        )
+        self.producer = kafka.producer(acks="all", linger_ms=5, max_batch_size=256 * 1024)
         await self.producer.start()
         await self.consumer.start()
         self.consumer.subscribe([self.in_topic], listener=_FinishBatchFirst(self.lock))
@@ -308,6 +307,7 @@ def build_app(args: RelayOptions) -> faust.App:
         scheme = "fastkafka"
     settings: dict[str, Any] = {
         "broker": f"{scheme}://{args.bootstrap}",
+        "broker_credentials": connection_from_env(args.bootstrap).faust_credentials(),
         "store": "memory://",
         "value_serializer": "raw",
         "key_serializer": "raw",

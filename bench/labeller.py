@@ -1,27 +1,34 @@
-"""Micro-benchmark of ``Labeller.label`` at realistic repetition.
+"""Micro-benchmark of the labeller on real-size databases of any format, at realistic repetition.
 
-A synthetic GeoIP2-City-shaped database (not real geography) of ``--networks`` networks, ``--distinct``
-addresses drawn from its own networks, and a stream of ``--lookups`` lookups over them with Zipf-like
-popularity (a few addresses comment a lot). Reports lookups/s for: cold misses (every address once), the
-Zipf stream through a bounded cache, and a warm cache (every lookup a hit). Run from the repo root::
+Opens and compiles ``--db`` (one file or an ordered, comma-separated list: .mmdb, .xdb, .ipdb; default: a
+synthetic GeoIP2-City of ``--networks`` networks, not real geography), draws ``--distinct`` addresses from
+the compiled table's own ranges and a stream of ``--lookups`` lookups over them with Zipf-like popularity (a
+few addresses comment a lot). Reports the load (open + compile) time and memory, the cost of a miss, and
+lookups/s for the Zipf stream from a cold start, with and without the LRU cache in front of the table, and
+warm. Run from the repo root::
 
-    python -m bench.labeller [--db PATH] [--networks 250000] [--distinct 300000] [--lookups 3000000]
+    python -m bench.labeller [--db a.xdb,b.mmdb] [--networks 250000] [--distinct 300000] [--lookups 3000000]
 """
 
 from __future__ import annotations
 
 import argparse
 import bisect
+import gc
 import itertools
+import os
 import random
 import tempfile
 import time
+from collections.abc import Callable
+from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 
-import maxminddb
-
-from streams.devtools.mmdbbuild import build_synthetic_db, sample_ips
-from streams.pipeline.geoip import Labeller, MmdbDatabase
+from streams.devtools.mmdbbuild import build_synthetic_db
+from streams.pipeline.geodb import parse_paths
+from streams.pipeline.geodb.labeller import Labeller, load
+from streams.pipeline.geodb.table import TerritoryTable
+from streams.pipeline.territory import special_reason
 
 
 def zipf_stream(items: list[str], n: int, s: float, seed: int) -> list[str]:
@@ -34,18 +41,38 @@ def zipf_stream(items: list[str], n: int, s: float, seed: int) -> list[str]:
     return [order[bisect.bisect_left(cum, rng.random() * total)] for _ in range(n)]
 
 
-def timed(fn: object, texts: list[str]) -> float:
+def sample_addresses(table: TerritoryTable, n: int, seed: int, ipv6_share: float = 0.15) -> list[str]:
+    """``n`` distinct ordinary addresses from ranges the table knows a territory for (a range picked
+    uniformly, then an address in it), ``ipv6_share`` of them IPv6."""
+    rng = random.Random(seed)
+    known = {f: [(s, e) for s, e, lb in table.ranges(f) if lb.reason is None] for f in (4, 6)}
+    out: set[str] = set()
+    while len(out) < n:
+        family = 6 if known[6] and rng.random() < ipv6_share else 4
+        s, e = rng.choice(known[family])
+        v = s + rng.randrange(e - s + 1)
+        ip = IPv4Address(v) if family == 4 else IPv6Address(v)
+        if special_reason(ip) is None:
+            out.add(str(ip))
+    return sorted(out, key=lambda t: rng.random())
+
+
+def timed(fn: Callable[[str], object], texts: list[str]) -> float:
     call = fn  # local for speed
-    assert callable(call)
     t0 = time.perf_counter()
     for t in texts:
         call(t)
     return time.perf_counter() - t0
 
 
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--db", type=Path, help="use this .mmdb (default: build a synthetic one in a temp dir)")
+    ap.add_argument("--db", help="database file(s), comma separated (default: a synthetic .mmdb, built)")
     ap.add_argument("--networks", type=int, default=250_000)
     ap.add_argument("--distinct", type=int, default=300_000)
     ap.add_argument("--lookups", type=int, default=3_000_000)
@@ -55,47 +82,87 @@ def main() -> None:
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
-        db_path: Path = args.db or Path(tmp) / "synthetic.mmdb"
         if args.db is None:
+            paths = [Path(tmp) / "synthetic.mmdb"]
             t0 = time.perf_counter()
-            build_synthetic_db(db_path, args.networks, seed=args.seed)
-            print(f"built {db_path.name}: {args.networks} networks in {time.perf_counter() - t0:.1f}s")
-        with maxminddb.open_database(str(db_path)) as r:
-            print(f"database: {r.metadata().database_type}, {r.metadata().node_count} nodes")
+            build_synthetic_db(paths[0], args.networks, seed=args.seed)
+            print(f"built {paths[0].name}: {args.networks} networks in {time.perf_counter() - t0:.1f}s")
+        else:
+            paths = parse_paths(args.db)
+        for p in paths:
+            print(f"database: {p} ({p.stat().st_size / 1e6:.1f} MB)")
+        # the machine's load, so a figure from a shared machine is read as such
+        print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+
+        gc.collect()
+        rss0 = rss_mb()
+        t0 = time.perf_counter()
+        sources, table = load(paths)
+        load_s = time.perf_counter() - t0
+        for s in sources:
+            s.close()
+        del sources
+        gc.collect()
+        rss1 = rss_mb()
+        v4, v6, inner = table.size
+        print(f"load (open, check, compile): {load_s:.2f}s (compile {table.compile_seconds:.2f}s); table: "
+              f"{v4:,} IPv4 ranges, {v6:,} IPv6 /64-level ranges, {inner:,} inner blocks, "
+              f"{len(table.labels)} labels, {table.nbytes() / 1e6:.1f} MB of arrays; "
+              f"process RSS {rss0:.0f} -> {rss1:.0f} MB")  # fmt: skip
+        for info in table.sources:
+            print(f"  {info.kind} {info.build}: {info.ranges:,} ranges")
 
         t0 = time.perf_counter()
-        distinct = list(dict.fromkeys(sample_ips(db_path, None, args.distinct, seed=args.seed)))
+        distinct = sample_addresses(table, args.distinct, args.seed)
         stream = zipf_stream(distinct, args.lookups, args.zipf_s, args.seed)
         print(f"{len(distinct)} distinct addresses, {len(stream)} lookups (Zipf s={args.zipf_s}) "
               f"prepared in {time.perf_counter() - t0:.1f}s")  # fmt: skip
 
-        db = MmdbDatabase.open(db_path)
+        # 1. the table alone, every address once: what a miss costs (parse, bisect, label)
+        bare = table.labeller()
+        dt = timed(bare, distinct)
+        print(f"table lookup (a miss):    {len(distinct) / dt:12,.0f} lookups/s  "
+              f"({dt / len(distinct) * 1e6:.2f} µs)")  # fmt: skip
+        mmdbs = [p for p in paths if p.suffix == ".mmdb"]
+        if mmdbs:  # the miss before the table, in the same run: a full GeoIP2 record per address
+            import maxminddb
 
-        # 1. every address once, empty cache: the miss path (parse, special ranges, mmdb, label)
-        cold = Labeller(db, len(distinct) + 1)
+            from streams.pipeline.geoip import location_from_record
+            from streams.pipeline.territory import label_location
+
+            reader = maxminddb.open_database(str(mmdbs[0]), maxminddb.MODE_AUTO)
+            get = reader.get
+
+            def old_miss(text: str) -> object:
+                return label_location(location_from_record(get(text)))
+
+            dt = timed(old_miss, distinct)
+            print(f"  (before: mmdb record + label, {dt / len(distinct) * 1e6:.2f} µs)")
+            reader.close()
+        # ... and through the Labeller's miss path (LRU miss, timing for the histogram)
+        cold = Labeller(table, len(distinct) + 1)
         dt = timed(cold.label, distinct)
-        us = dt / len(distinct) * 1e6
-        print(f"uncached (misses):        {len(distinct) / dt:12,.0f} lookups/s  ({us:.2f} µs)")
+        print(f"labeller miss:            {len(distinct) / dt:12,.0f} lookups/s  "
+              f"({dt / len(distinct) * 1e6:.2f} µs)")  # fmt: skip
 
-        # raw reader for reference
-        reader = maxminddb.open_database(str(db_path), maxminddb.MODE_AUTO)
-        dt = timed(reader.get, distinct)
-        print(f"  (bare reader.get(str):  {len(distinct) / dt:12,.0f} lookups/s)")
-
-        # 2. the Zipf stream through the bounded cache
-        zipf = Labeller(db, args.cache_size)
+        # 2. the Zipf stream from a cold start: table alone, then the LRU cache in front of it
+        dt = timed(bare, stream)
+        ns = dt / len(stream) * 1e9
+        print(f"zipf stream, no cache:    {len(stream) / dt:12,.0f} lookups/s  ({ns:.0f} ns)")
+        zipf = Labeller(table, args.cache_size)
         dt = timed(zipf.label, stream)
-        s = zipf.stats()
-        print(f"zipf stream, cache {args.cache_size}: {len(stream) / dt:12,.0f} lookups/s  "
-              f"hit rate {s.hits / (s.hits + s.misses):.1%}, misses {s.misses}, "
-              f"miss time {s.miss_seconds:.2f}s of {dt:.2f}s")  # fmt: skip
+        st = zipf.stats()
+        print(f"zipf stream, cache {args.cache_size} from empty: {len(stream) / dt:12,.0f} lookups/s  "
+              f"hit rate {st.hits / (st.hits + st.misses):.1%}, misses {st.misses}, "
+              f"miss time {st.miss_seconds:.2f}s of {dt:.2f}s")  # fmt: skip
 
         # 3. warm cache: every lookup a hit
         dt = timed(zipf.label, stream)
         s2 = zipf.stats()
-        hits = s2.hits - s.hits
+        hits = s2.hits - st.hits
         print(f"cached (warm, {hits / len(stream):.1%} hits): {len(stream) / dt:12,.0f} lookups/s  "
               f"({dt / len(stream) * 1e9:.0f} ns)")  # fmt: skip
+        print(f"process RSS at the end: {rss_mb():.0f} MB; load average {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

@@ -14,8 +14,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import ConsumerRecord
+
+from streams.runtime.kafka import KafkaConnection
 
 
 def free_port() -> int:
@@ -223,7 +224,7 @@ def metric_value(exposition: str, name: str, labels: Mapping[str, str] | None = 
 
 
 async def read_topics(
-    bootstrap: str,
+    kafka: KafkaConnection | str,
     topics: Iterable[str],
     *,
     until: int,
@@ -232,9 +233,8 @@ async def read_topics(
 ) -> list[ConsumerRecord[bytes, bytes]]:
     """Every record of ``topics`` from the start: reads until ``until`` records arrived (or ``timeout``),
     then ``settle`` seconds more so that duplicates, if any, show up too."""
-    consumer = AIOKafkaConsumer(
+    consumer = KafkaConnection.of(kafka).consumer(
         *topics,
-        bootstrap_servers=bootstrap,
         auto_offset_reset="earliest",
         group_id=None,
         enable_auto_commit=False,

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from streams.devtools.securekafka import SecureSetup
 from streams.runtime.admin import wait_ready
 from tests.geoip_fixtures import MAXMIND_DIR, build_fixture_db
 
@@ -36,6 +37,40 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield broker.bootstrap
     finally:
         stop(broker)
+
+
+@pytest.fixture(scope="session")
+def secure_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureSetup]:
+    """A secured broker for this session: SASL_SSL (SCRAM) and mutual-TLS listeners, ACLs enforced, no
+    PLAINTEXT listener (``shudi kafka start --secure``). Its SCRAM users: ``admin`` (super user), ``shudi``
+    and ``shudi-acl``; its certificate user: ``CN=shudi-tls``.
+
+    Started on first use only, once, and shared by the tests that need it. ``TEST_SECURE_KAFKA_PORT=N``
+    reuses a secured broker started with ``shudi kafka start --secure --port N`` (same users) instead.
+    """
+    from streams.devtools import localkafka
+    from streams.testing import free_port
+
+    reuse = os.environ.get("TEST_SECURE_KAFKA_PORT")
+    if reuse:
+        state = localkafka._load_state(int(reuse))
+        assert state is not None, f"no local broker on port {reuse}"
+        assert state.secure is not None, f"the broker on port {reuse} is not a secured one"
+        asyncio.run(wait_ready(state.connection, 120))
+        yield state.secure
+        return
+    broker = localkafka.start(
+        port=free_port(),
+        data_dir=tmp_path_factory.mktemp("secure-kafka"),
+        secure=True,
+        scram_users=("shudi", "shudi-acl"),
+        tls_users=("shudi-tls",),
+    )
+    assert broker.secure is not None
+    try:
+        yield broker.secure
+    finally:
+        localkafka.stop(broker)
 
 
 @pytest.fixture

@@ -47,7 +47,7 @@ def test_defaults() -> None:
     assert s.batch_timeout_s == 0.05
     assert s.max_message_bytes == 65_536
     assert s.ip_hash_key is None
-    assert s.geoip_db == Path("/usr/share/GeoIP/GeoLite2-City.mmdb")
+    assert s.geoip_db == (Path("/usr/share/GeoIP/GeoLite2-City.mmdb"),)
     assert s.geoip_reload_interval_s == 60.0
     assert s.geoip_cache_size == 262_144
     assert s.metrics_host == "0.0.0.0"
@@ -111,8 +111,8 @@ def test_values_are_read_and_coerced() -> None:
     assert type(s.batch_timeout_s) is float
     assert s.geoip_reload_interval_s == 5.0
     assert type(s.geoip_reload_interval_s) is float
-    assert s.geoip_db == Path("/srv/geo/City.mmdb")
-    assert isinstance(s.geoip_db, Path)
+    assert s.geoip_db == (Path("/srv/geo/City.mmdb"),)
+    assert isinstance(s.geoip_db[0], Path)
     assert s.data_dir == Path("/var/lib/shudi")
     assert s.ssl_cafile == Path("/etc/ssl/ca.pem")
     assert isinstance(s.ip_hash_key, SecretStr)
@@ -317,7 +317,10 @@ def settings_table(markdown: str) -> dict[str, str]:
 
 def expected_default_text(field: str) -> str:
     """How the table should write ``field``'s default (the canonical form; see ``default_matches``)."""
-    return str(Settings.model_fields[field].default)
+    default = Settings.model_fields[field].default
+    if isinstance(default, tuple):  # several files: the environment's comma-separated form
+        return ",".join(str(p) for p in default)
+    return str(default)
 
 
 def default_matches(field: str, text: str) -> bool:
@@ -337,6 +340,8 @@ def default_matches(field: str, text: str) -> bool:
         return False
     if isinstance(default, Path):
         return Path(text) == default
+    if isinstance(default, tuple):
+        return tuple(Path(p.strip()) for p in text.split(",")) == default
     return text == str(default)
 
 
@@ -402,6 +407,19 @@ def test_readme_lists_every_setting_with_its_default() -> None:
     assert README.is_file(), f"{README} does not exist; it must document the settings (## Settings table)"
     problems = missing_or_wrong(settings_table(README.read_text(encoding="utf-8")))
     assert problems == [], "README.md '## Settings' table out of step with Settings:\n" + "\n".join(problems)
+
+
+def test_geoip_db_takes_an_ordered_list_of_files() -> None:
+    s = load_settings(
+        environ={"SHUDI_GEOIP_DB": "/g/ip2region_v4.xdb, /g/ip2region_v6.xdb,/g/GeoLite2-City.mmdb"}
+    )
+    assert s.geoip_db == (
+        Path("/g/ip2region_v4.xdb"),
+        Path("/g/ip2region_v6.xdb"),
+        Path("/g/GeoLite2-City.mmdb"),
+    )
+    with pytest.raises(SettingsError, match="database file"):
+        load_settings(environ={"SHUDI_GEOIP_DB": " , "})
 
 
 # --- every value the table documents is accepted ----------------------------------------------------------
@@ -470,3 +488,70 @@ def test_every_documented_log_level_configures_faust() -> None:
         # Faust's own option type, as `faust worker --loglevel` parses it: a bad value raises BadParameter.
         faust_level.convert(argv[3], None, None)
         assert argv[4:] == ["--without-web"]
+
+
+# --- secrets from files, mutual TLS ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("secret", ["SASL_PASSWORD", "SSL_KEY_PASSWORD", "IP_HASH_KEY"])
+def test_a_secret_is_read_from_its_file(secret: str, tmp_path: Path) -> None:
+    path = tmp_path / "secret"
+    path.write_text("from-a-file-7f3\n")  # `echo > file` adds a newline; Kubernetes Secrets usually do not
+    base = {"SHUDI_SECURITY_PROTOCOL": "SASL_SSL", "SHUDI_SASL_USERNAME": "svc"}
+    if secret != "SASL_PASSWORD":
+        base["SHUDI_SASL_PASSWORD"] = "pw"
+    if secret == "SSL_KEY_PASSWORD":
+        base["SHUDI_SSL_CERTFILE"] = "/etc/user.crt"
+    s = load_settings({**base, f"SHUDI_{secret}_FILE": str(path)})
+    value = getattr(s, secret.lower())
+    assert isinstance(value, SecretStr)
+    assert value.get_secret_value() == "from-a-file-7f3"
+    assert "from-a-file-7f3" not in repr(s)
+
+
+def test_a_secret_and_its_file_together_are_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "pw"
+    path.write_text("x")
+    with pytest.raises(SettingsError, match="not both"):
+        load_settings({"SHUDI_IP_HASH_KEY": "k", "SHUDI_IP_HASH_KEY_FILE": str(path)})
+
+
+def test_an_unreadable_secret_file_is_named(tmp_path: Path) -> None:
+    missing = tmp_path / "nope"
+    with pytest.raises(SettingsError, match=r"SHUDI_SASL_PASSWORD_FILE .*nope"):
+        load_settings(
+            {
+                "SHUDI_SECURITY_PROTOCOL": "SASL_SSL",
+                "SHUDI_SASL_USERNAME": "svc",
+                "SHUDI_SASL_PASSWORD_FILE": str(missing),
+            }
+        )
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"SHUDI_SSL_CERTFILE": "/c.crt"}, "SSL or SASL_SSL"),
+        ({"SHUDI_SSL_CAFILE": "/ca.crt"}, "SSL or SASL_SSL"),
+        ({"SHUDI_SECURITY_PROTOCOL": "SSL", "SHUDI_SSL_KEYFILE": "/k.key"}, "need SHUDI_SSL_CERTFILE"),
+        ({"SHUDI_SECURITY_PROTOCOL": "SSL", "SHUDI_SSL_KEY_PASSWORD": "p"}, "need SHUDI_SSL_CERTFILE"),
+    ],
+)
+def test_tls_files_without_tls_are_rejected(environ: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        load_settings(environ)
+
+
+def test_mutual_tls_settings_are_accepted() -> None:
+    s = load_settings(
+        {
+            "SHUDI_SECURITY_PROTOCOL": "SSL",
+            "SHUDI_SSL_CAFILE": "/ca.crt",
+            "SHUDI_SSL_CERTFILE": "/user.crt",
+            "SHUDI_SSL_KEYFILE": "/user.key",
+            "SHUDI_SSL_KEY_PASSWORD": "kp",
+        }
+    )
+    assert s.ssl_certfile == Path("/user.crt")
+    assert s.ssl_keyfile == Path("/user.key")
+    assert s.ssl_key_password is not None

@@ -9,7 +9,7 @@ import click
 
 from bench.throughput import __doc__ as _doc
 from bench.throughput.harness import harness
-from bench.throughput.options import Options, run_async
+from bench.throughput.options import REAL_SIZE_NETWORKS, Options, run_async
 from streams.testing import free_port
 
 # click rewraps paragraphs; \b keeps the examples' lines as they are.
@@ -44,6 +44,11 @@ def _csv(value: str) -> tuple[str, ...]:
     help="GeoIP2-City .mmdb (else a synthetic one is built and cached)",
 )
 @click.option("--networks", type=int, default=220_000, show_default=True, help="networks in the synthetic DB")
+@click.option(
+    "--real-size",
+    is_flag=True,
+    help=f"a synthetic DB of real size: {REAL_SIZE_NETWORKS:,} networks (~6.5 M nodes; built once, cached)",
+)
 @click.option("--distinct-ips", type=int, default=300_000, show_default=True)
 @click.option("--modes", default="raw,naive,faust-relay,shudi", show_default=True)
 @click.option(
@@ -73,6 +78,7 @@ def main(
     warmup: float,
     db: Path | None,
     networks: int,
+    real_size: bool,
     distinct_ips: int,
     modes: str,
     relay_variants: str,
@@ -94,7 +100,7 @@ def main(
         rate=rate,
         warmup=warmup,
         db=db,
-        networks=networks,
+        networks=REAL_SIZE_NETWORKS if real_size else networks,
         distinct_ips=distinct_ips,
         modes=_csv(modes),
         relay_variants=_csv(relay_variants),

@@ -7,10 +7,10 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streams.runtime import admin
+from streams.runtime.kafka import connection_from_env
 
 # No retention limit on the bench's own topics: the project's dev broker keeps 64 MB per partition, and a
 # --long run's input (6 GB) would be deleted under the worker reading it.
@@ -21,12 +21,14 @@ OnRecord = Callable[[bytes | None, bytes, int], None]  # (key, value, timestamp 
 
 async def create_topics(bootstrap: str, topics: Mapping[str, int]) -> None:
     """``{name: partitions}``, kept forever (see above); returns once every partition has a leader."""
-    await admin.create_topics(bootstrap, topics, config=dict.fromkeys(topics, _UNLIMITED))
+    await admin.create_topics(
+        connection_from_env(bootstrap), topics, config=dict.fromkeys(topics, _UNLIMITED)
+    )
 
 
 async def delete_run_topics(bootstrap: str, run_tag: str) -> None:
     """Every topic whose name holds ``run_tag``: one harness run's inputs, outputs and workers' topics."""
-    client = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    client = connection_from_env(bootstrap).admin()
     await client.start()
     try:
         ours = [t for t in await client.list_topics() if run_tag in t]
@@ -37,7 +39,7 @@ async def delete_run_topics(bootstrap: str, run_tag: str) -> None:
 
 
 async def group_is_stable(bootstrap: str, group: str) -> bool:
-    client = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    client = connection_from_env(bootstrap).admin()
     await client.start()
     try:
         for resp in await client.describe_consumer_groups([group]):
@@ -54,8 +56,7 @@ async def produce(
     bootstrap: str, topic: str, events: Iterable[tuple[bytes, bytes]], rate: float | None = None
 ) -> int:
     """Produce (key, value) ``events``; at ``rate`` events/s if given (in 10 ms slices, smooth enough)."""
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
+    producer = connection_from_env(bootstrap).producer(
         linger_ms=5,
         max_batch_size=512 * 1024,
         acks=1,
@@ -111,8 +112,7 @@ async def end_offsets(consumer: AIOKafkaConsumer, topics: Sequence[str]) -> int:
 
 async def read_all(bootstrap: str, topic: str, on_record: OnRecord) -> int:
     """Read ``topic`` from the beginning to its current end, calling on_record(key, value, ts) for each."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
+    consumer = connection_from_env(bootstrap).consumer(
         enable_auto_commit=False,
         fetch_max_bytes=16 << 20,
         max_partition_fetch_bytes=8 << 20,

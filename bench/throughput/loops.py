@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import click
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from bench.throughput.kafka import stop_consumer
 from bench.throughput.options import run_async
+from streams.runtime.kafka import connection_from_env
 
 REQUIRED_FIELDS = ("event_id", "user_id", "post_id", "text", "ip", "created_at", "platform")
 
@@ -67,9 +67,9 @@ async def relay(
 ) -> None:
     """Consume ``in_topic`` in batches, produce each record (enriched, or as it is) and commit, until a
     SIGTERM or SIGINT."""
-    consumer = AIOKafkaConsumer(
+    kafka = connection_from_env(bootstrap)  # the SHUDI_* TLS/SASL settings, if any
+    consumer = kafka.consumer(
         in_topic,
-        bootstrap_servers=bootstrap,
         group_id=group,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -77,9 +77,7 @@ async def relay(
         fetch_max_bytes=16 << 20,
     )
     # acks=all like Faust's default, so the comparison is about the client path, not durability settings.
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_batch_size=256 * 1024
-    )
+    producer = kafka.producer(acks="all", linger_ms=5, max_batch_size=256 * 1024)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)

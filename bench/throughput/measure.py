@@ -14,8 +14,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer
-
 from bench.throughput.kafka import (
     create_topics,
     end_offsets,
@@ -28,6 +26,7 @@ from bench.throughput.kafka import (
 from bench.throughput.modes import Mode
 from bench.throughput.options import Options
 from bench.throughput.report import Result, percentile
+from streams.runtime.kafka import connection_from_env
 from streams.testing import ChildProcess, stop_all
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -127,7 +126,7 @@ async def _watch(opts: Options, mode: Mode, res: Result) -> None:
     moved for ``--idle-timeout`` (``--startup-timeout`` before the first output), or a process exited."""
     usage = Usage(mode.processes)
     profiler: ChildProcess | None = None
-    watch = AIOKafkaConsumer(bootstrap_servers=opts.bootstrap)
+    watch = connection_from_env(opts.bootstrap).consumer()
     await watch.start()
     try:
         await track(watch, mode.output_topics)

@@ -7,9 +7,10 @@ import dataclasses
 import itertools
 import math
 from collections.abc import Callable, Iterable
-from datetime import datetime
+from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any, TextIO
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import click
 
@@ -20,20 +21,25 @@ _DEFAULTS = DetectorParams()
 _DOCS = {
     "window_s": "Window length in seconds; default: the smallest step between input timestamps.",
     "warmup_windows": "Windows before the detector may fire.",
-    "alpha": "EWMA weight of a window in the level.",
-    "var_alpha": "EWMA weight of a window in the over-dispersion estimate.",
-    "huber_k": "Residuals are clipped to this many sd before they update the level.",
-    "min_count": "Fewest comments in a window that can start a burst.",
-    "min_ratio": "A window must have at least this times the expected count to start a burst.",
-    "on_threshold": "Mean own score of the last on-windows windows that starts a burst.",
-    "share_threshold": "Mean share score of those windows that starts a burst (with a total column).",
-    "off_threshold": "A window below this own or share score is cool; also the least score of a candidate.",
-    "on_windows": "Consecutive candidate windows that start a burst.",
+    "pseudo_count": "Added to the rate before the log: counts this small are counting noise.",
+    "rate_alpha": "EWMA weight of a window's count in the current rate.",
+    "alpha": "EWMA weight of a window in the own baseline level.",
+    "share_alpha": "EWMA weight of a window in the share baseline (with a total column).",
+    "var_alpha": "EWMA weight of a window in the baselines' variance.",
+    "huber_k": "Residuals are clipped to this many sd before they move a baseline.",
+    "var_clip": "Residuals are clipped to this many sd before they enter a variance.",
+    "on_threshold": "Floor of the threshold (sd) that starts a burst.",
+    "false_alarm": "Probability per window of the series' own tail threshold.",
+    "tail_u": "Level (sd) above which the tail is modelled.",
+    "tail_alpha": "EWMA weight of a window in the tail estimates.",
+    "own_threshold": "Own score a burst also needs when a total column is given.",
+    "off_threshold": "A window below this score is cool.",
     "off_windows": "Consecutive cool windows that end a burst.",
+    "min_count": "Fewest comments in a window that can start a burst.",
     "adapt_after": "Windows after which a burst is taken for a new normal.",
-    "seasonal": "Add a per-slot-of-day profile to the baseline.",
-    "seasonal_slots": "Slots per day of the seasonal profile.",
-    "seasonal_alpha": "EWMA weight of a window in its slot's offset.",
+    "cooldown_windows": "Windows after a burst before another may start.",
+    "breadth": "Global surge: share of the traffic that must be up together (not used here).",
+    "breadth_ratio": "Global surge: count / expected that makes a territory up (not used here).",
 }
 
 
@@ -45,8 +51,10 @@ class InputError(Exception):
         self.line = line
 
 
-def parse_timestamp(text: str) -> int:
-    """Epoch seconds (an integer) or an RFC 3339 date-time with an offset, as epoch seconds."""
+def parse_timestamp(text: str, tz: tzinfo | None = None) -> int:
+    """Epoch seconds (an integer), or an ISO 8601 / RFC 3339 date-time (``T`` or a space between date and
+    time, fractional seconds allowed), as whole epoch seconds (rounded down). A date-time without an offset
+    is read in ``tz``; without ``tz`` it is an error that names ``--tz``."""
     t = text.strip()
     if t.lstrip("-").isdigit():
         return int(t)
@@ -55,11 +63,10 @@ def parse_timestamp(text: str) -> int:
     except ValueError:
         raise ValueError(f"not epoch seconds or RFC 3339: {t[:40]!r}") from None
     if dt.tzinfo is None:
-        raise ValueError(f"RFC 3339 timestamp without an offset: {t[:40]!r}")
-    seconds = dt.timestamp()
-    if seconds != math.floor(seconds):
-        raise ValueError(f"timestamp is not a whole second: {t[:40]!r}")
-    return int(seconds)
+        if tz is None:
+            raise ValueError(f"timestamp without an offset: {t[:40]!r}; give its time zone with --tz NAME")
+        dt = dt.replace(tzinfo=tz)
+    return math.floor(dt.timestamp())
 
 
 def _count(text: str, what: str) -> int:
@@ -72,7 +79,7 @@ def _count(text: str, what: str) -> int:
 Row = tuple[int, int, int | None, str]  # window start, value, total, timestamp text as given
 
 
-def read_rows(stream: TextIO) -> list[Row]:
+def read_rows(stream: TextIO, tz: tzinfo | None = None) -> list[Row]:
     """The data rows of a ``timestamp,value[,total]`` CSV with a header; raises InputError."""
     reader = csv.reader(stream)
     try:
@@ -103,7 +110,7 @@ def read_rows(stream: TextIO) -> list[Row]:
         if len(rec) != len(names):
             raise InputError(line, f"expected {len(names)} columns, got {len(rec)}")
         try:
-            ts = parse_timestamp(rec[0])
+            ts = parse_timestamp(rec[0], tz)
             value = _count(rec[1], "value")
             total = _count(rec[2], "total") if with_total else None
         except ValueError as e:
@@ -129,7 +136,7 @@ def run(rows: list[Row], params: DetectorParams, out: TextIO, *, verbose: bool =
     writer = csv.writer(out, lineterminator="\n")
     header = ["timestamp", "value", "score", "burst"]
     if verbose:
-        header += ["share_score", "baseline", "transition", "burst_id"]
+        header += ["share_score", "baseline", "threshold", "transition", "burst_id"]
     writer.writerow(header)
     state: TerritoryState | None = None
     started = 0
@@ -145,7 +152,13 @@ def run(rows: list[Row], params: DetectorParams, out: TextIO, *, verbose: bool =
         ]
         if verbose:
             share = "" if verdict.share_score is None else f"{verdict.share_score:.3f}"
-            row += [share, f"{verdict.baseline:.1f}", verdict.transition, verdict.burst_id or ""]
+            row += [
+                share,
+                f"{verdict.baseline:.1f}",
+                f"{verdict.threshold:.3f}",
+                verdict.transition,
+                verdict.burst_id or "",
+            ]
         writer.writerow(row)
     return started
 
@@ -171,25 +184,42 @@ def _param_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 @click.command("detect-bursts")
 @click.argument("file", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
-    "-v", "--verbose", is_flag=True, help="Add share_score, baseline, transition, burst_id columns."
+    "-v",
+    "--verbose",
+    is_flag=True,
+    help="Add share_score, baseline, threshold, transition, burst_id columns.",
+)
+@click.option(
+    "--tz",
+    "tz_name",
+    metavar="NAME",
+    default=None,
+    help="Time zone (e.g. UTC, Asia/Shanghai) of timestamps written without an offset.",
 )
 @_param_options
-def detect_bursts(file: Path | None, verbose: bool, **options: Any) -> None:
+def detect_bursts(file: Path | None, verbose: bool, tz_name: str | None, **options: Any) -> None:
     """Run the burst detector over a CSV history (FILE, or stdin) and print its verdicts as CSV.
 
     Input: a header 'timestamp,value' or 'timestamp,value,total', then one row per window in increasing
-    time order; timestamp as epoch seconds or RFC 3339 with an offset, value the window's count, total
+    time order; timestamp as epoch seconds or an ISO 8601 date-time ('T' or a space, fractional seconds
+    allowed; without an offset it needs --tz), value the window's count, total
     (optional) the count of all territories in that window, which turns on the share test. Missing
     windows (a whole number of --window-s apart) are fed as 0 and printed. Output:
     'timestamp,value,score,burst' with burst 1 while a burst is active. Exit status 2 on bad input, with
     the line number.
     """
+    tz: tzinfo | None = None
+    if tz_name is not None:
+        try:
+            tz = ZoneInfo(tz_name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise CommandError(f"--tz: unknown time zone {tz_name!r}") from None
     try:
         if file is None:
-            rows = read_rows(click.get_text_stream("stdin", encoding="utf-8"))
+            rows = read_rows(click.get_text_stream("stdin", encoding="utf-8"), tz)
         else:
             with file.open(encoding="utf-8", newline="") as fh:
-                rows = read_rows(fh)
+                rows = read_rows(fh, tz)
     except InputError as e:
         raise CommandError(str(e)) from None
     except UnicodeDecodeError as e:

@@ -8,18 +8,31 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import click
-from aiokafka import AIOKafkaProducer
 
 from streams.pipeline.events import post_id_key
+from streams.runtime.kafka import KafkaConnection, KafkaConnectionError, explain_failure, quiet_kafka_logs
 from streams.settings import Settings
 
 
 async def produce_lines(
-    bootstrap: str, topic: str, lines: Iterable[bytes], *, rate: float = 0.0, progress: bool = False
+    kafka: KafkaConnection | str,
+    topic: str,
+    lines: Iterable[bytes],
+    *,
+    rate: float = 0.0,
+    progress: bool = False,
 ) -> int:
-    """Send each line as one record; ``rate`` > 0 paces sending to that many events per second."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=256 * 1024)
-    await producer.start()
+    """Send each line as one record; ``rate`` > 0 paces sending to that many events per second.
+
+    A failure to connect raises :class:`KafkaConnectionError` with one line naming the cause."""
+    conn = KafkaConnection.of(kafka)
+    producer = conn.producer(linger_ms=5, max_batch_size=256 * 1024)
+    try:
+        with quiet_kafka_logs():
+            await producer.start()
+    except Exception as exc:  # noqa: BLE001 -- explained in one line
+        await producer.stop()
+        raise KafkaConnectionError(await explain_failure(conn, exc)) from None
     sent = 0
     started = time.monotonic()
     try:
@@ -54,7 +67,9 @@ def read_lines(path: Path) -> Iterable[bytes]:
 
 
 async def send_jsonl(settings: Settings, path: Path, topic: str, *, rate: float = 0.0) -> int:
-    return await produce_lines(settings.broker, topic, read_lines(path), rate=rate, progress=True)
+    kafka = KafkaConnection.from_settings(settings)
+    with quiet_kafka_logs():  # a refused produce raises, and `send` reports it in one line
+        return await produce_lines(kafka, topic, read_lines(path), rate=rate, progress=True)
 
 
 @click.command()
@@ -67,8 +82,22 @@ def send(file: Path, topic: str | None, rate: float) -> None:
     Each line is sent as it is; the key is the line's post_id when it has one (bad lines are sent too, so
     that the worker's dead-letter path can be tried).
     """
-    from streams.cli.errors import settings_or_exit
+    from aiokafka.errors import KafkaError, TopicAuthorizationFailedError
+
+    from streams.cli.errors import EXIT_FAILED, CommandError, settings_or_exit
 
     settings = settings_or_exit()
-    sent = asyncio.run(send_jsonl(settings, file, topic or settings.input_topic, rate=rate))
+    try:
+        sent = asyncio.run(send_jsonl(settings, file, topic or settings.input_topic, rate=rate))
+    except KafkaConnectionError as exc:
+        raise CommandError(str(exc), EXIT_FAILED) from None
+    except TopicAuthorizationFailedError:
+        who = KafkaConnection.from_settings(settings).identity()
+        raise CommandError(
+            f"Kafka denies {who} WRITE on topic {topic or settings.input_topic!r}", EXIT_FAILED
+        ) from None
+    except KafkaError as exc:
+        raise CommandError(
+            f"producing to {topic or settings.input_topic} failed: {type(exc).__name__}: {exc}", EXIT_FAILED
+        ) from None
     click.echo(f"sent {sent} events to {topic or settings.input_topic}", err=True)

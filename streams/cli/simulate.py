@@ -43,8 +43,8 @@ from streams.devtools.simulate import (
     territory_shares,
     write_jsonl,
 )
-from streams.runtime.kafka import client_options
-from streams.settings import Settings
+from streams.pipeline.geodb.table import TerritoryTable
+from streams.runtime.kafka import KafkaConnection, KafkaConnectionError, explain_failure, quiet_kafka_logs
 
 
 @dataclass(slots=True)
@@ -54,13 +54,6 @@ class ProduceResult:
     bad: int
     wall_s: float
     stopped: bool  # by SIGINT/SIGTERM
-
-
-def _security_options(settings: Settings) -> dict[str, Any]:
-    """The worker's TLS/SASL client options; the broker address comes from --broker instead."""
-    options = client_options(settings)
-    del options["bootstrap_servers"]
-    return options
 
 
 def _status(sim: Simulation, sent: int, rate: float, lag: float) -> str:
@@ -113,7 +106,7 @@ class _Progress:
 
 async def produce_simulation(
     sim: Simulation,
-    bootstrap: str,
+    kafka: KafkaConnection | str,
     topic: str,
     *,
     duration: float | None = None,
@@ -125,22 +118,24 @@ async def produce_simulation(
     """Send ``sim``'s events to ``topic``, each when the wall clock reaches its simulated time / speedup.
 
     Stops at the end of ``duration``/``limit``, or cleanly (flushing what was sent) on SIGINT/SIGTERM.
-    Raises the first delivery error, if any, after the flush.
+    Raises the first delivery error, if any, after the flush; :class:`KafkaConnectionError` (one line naming
+    the cause) if it cannot connect.
     """
-    from aiokafka import AIOKafkaProducer
-
     speedup = sim.config.speedup
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
+    conn = KafkaConnection.of(kafka)
+    producer = conn.producer(
         linger_ms=20,
         max_batch_size=256 * 1024,
         max_request_size=1024 * 1024,
         **(producer_kwargs or {}),
     )
     try:
-        await producer.start()
-    except BaseException:
+        with quiet_kafka_logs():
+            await producer.start()
+    except BaseException as exc:
         await producer.stop()  # releases the client it made; else aiokafka warns "Unclosed AIOKafkaProducer"
+        if isinstance(exc, Exception):
+            raise KafkaConnectionError(await explain_failure(conn, exc)) from None
         raise
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -186,8 +181,8 @@ async def produce_simulation(
 @click.option(
     "--db",
     "db_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="GeoIP2/GeoLite2-City .mmdb whose networks the addresses come from (default: SHUDI_GEOIP_DB).",
+    help="Database file(s), comma separated (any format shudi reads), whose ranges the addresses come from "
+    "(default: SHUDI_GEOIP_DB).",
 )
 @click.option(
     "--rate",
@@ -278,7 +273,7 @@ async def produce_simulation(
     help="One-line progress on stderr (default: when stderr is a terminal).",
 )
 def simulate(
-    db_path: Path | None,
+    db_path: str | None,
     rate: float,
     speedup: float,
     duration: float | None,
@@ -306,14 +301,14 @@ def simulate(
     a share of malformed events and scripted or random bursts. Records are keyed by post_id.
     """
     settings = settings_or_exit()
-    db = _checked_db(db_path or settings.geoip_db)
+    db, table = _checked_db(db_path, settings.geoip_db)
     begin = _start_time(start)
     if seed is None:
         seed = random.SystemRandom().randrange(1 << 31)
     if progress is None:
         progress = sys.stderr.isatty()
 
-    pool = _pool(db, seed, begin)
+    pool = _pool(db, table, seed, begin)
     config = SimConfig(
         start=begin,
         rate=rate,
@@ -332,16 +327,11 @@ def simulate(
         write_jsonl(truth, sim.truth())
 
     topic = topic or settings.input_topic
+    kafka = KafkaConnection.from_settings(settings)
+    if broker:
+        kafka = kafka.with_bootstrap(broker)  # other brokers, the same TLS/SASL settings
     try:
-        result = _produce(
-            sim,
-            broker or settings.broker,
-            topic,
-            duration=duration,
-            limit=max_events,
-            progress=progress,
-            producer_kwargs=_security_options(settings),
-        )
+        result = _produce(sim, kafka, topic, duration=duration, limit=max_events, progress=progress)
     finally:
         if truth is not None:
             write_jsonl(truth, sim.truth())
@@ -355,21 +345,27 @@ def simulate(
     )
 
 
-def _checked_db(db: Path) -> Path:
-    """``db``, once it opens as a MaxMind DB: a clear one-line error for a missing or wrong file."""
-    from streams.pipeline.geoip import DatabaseError, MmdbDatabase
+def _checked_db(db_path: str | None, configured: tuple[Path, ...]) -> tuple[str, TerritoryTable]:
+    """The database file(s) (``--db``, else the setting) and their compiled table: a clear one-line error
+    for a missing or unusable file."""
+    from streams.pipeline.geodb import parse_paths
+    from streams.pipeline.geodb.base import DatabaseError
+    from streams.pipeline.geodb.labeller import load
 
+    paths = parse_paths(db_path) if db_path else list(configured)
     try:
-        MmdbDatabase.open(db).close()
+        sources, table = load(paths)
     except DatabaseError as exc:
         raise CommandError(str(exc)) from None
-    return db
+    for s in sources:
+        s.close()
+    return ",".join(str(p) for p in paths), table
 
 
-def _pool(db: Path, seed: int, begin: datetime) -> TerritoryPool:
+def _pool(db: str, table: TerritoryTable, seed: int, begin: datetime) -> TerritoryPool:
     t0 = time.perf_counter()
-    click.echo(f"reading the networks of {db} (a full GeoLite2-City takes a minute or two) ...", err=True)
-    pool = TerritoryPool.from_db(db, seed=seed)
+    click.echo(f"drawing addresses from the ranges of {db} ...", err=True)
+    pool = TerritoryPool.from_table(table, seed=seed)
     click.echo(
         f"{len(pool.codes)} territories ({time.perf_counter() - t0:.1f}s); seed {seed}, "
         f"start {rfc3339(begin)}",
@@ -413,11 +409,17 @@ def _simulation(
     return sim
 
 
-def _produce(sim: Simulation, bootstrap: str, topic: str, **options: Any) -> ProduceResult:
+def _produce(sim: Simulation, kafka: KafkaConnection, topic: str, **options: Any) -> ProduceResult:
     """:func:`produce_simulation` in its own event loop; a Kafka or network failure is a CommandError."""
-    from aiokafka.errors import KafkaError
+    from aiokafka.errors import KafkaError, TopicAuthorizationFailedError
 
     try:
-        return asyncio.run(produce_simulation(sim, bootstrap, topic, **options))
+        return asyncio.run(produce_simulation(sim, kafka, topic, **options))
+    except KafkaConnectionError as exc:
+        raise CommandError(f"producing to {topic} at {kafka.bootstrap} failed: {exc}", EXIT_FAILED) from None
+    except TopicAuthorizationFailedError:
+        raise CommandError(f"Kafka denies {kafka.identity()} WRITE on topic {topic!r}", EXIT_FAILED) from None
     except (KafkaError, OSError) as exc:
-        raise CommandError(f"producing to {topic} at {bootstrap} failed: {exc!r}", EXIT_FAILED) from None
+        raise CommandError(
+            f"producing to {topic} at {kafka.bootstrap} failed: {type(exc).__name__}: {exc}", EXIT_FAILED
+        ) from None

@@ -25,6 +25,7 @@ def worker(ctx: click.Context) -> NoReturn:
     from streams.pipeline.geoip import DatabaseError
     from streams.runtime.app import create_app
     from streams.runtime.health import serve
+    from streams.runtime.kafka import KafkaConnectionError
     from streams.runtime.topics import ensure_topics
 
     settings = settings_or_exit()
@@ -34,7 +35,12 @@ def worker(ctx: click.Context) -> NoReturn:
         shudi = create_app(settings)
     except DatabaseError as exc:
         raise CommandError(str(exc)) from None
-    asyncio.run(ensure_topics(settings))
+    try:
+        # Connects, creates missing topics and checks every right the worker needs: bad credentials, an
+        # untrusted certificate or a missing ACL stop the worker here, in one line, before Faust starts.
+        asyncio.run(ensure_topics(settings))
+    except KafkaConnectionError as exc:
+        raise CommandError(str(exc), EXIT_FAILED) from None
     if settings.metrics_port:
         serve(settings.metrics_host, settings.metrics_port, shudi.metrics.registry, shudi.health)
     if _have_uvloop():

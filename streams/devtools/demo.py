@@ -122,6 +122,13 @@ def _fail(proc: ChildProcess, what: str) -> DemoError:
 @click.option("--seed", default=2026, show_default=True, help="Simulator seed (same seed, same traffic).")
 @click.option("--no-live", is_flag=True, help="One summary line per refresh instead of the live screen.")
 @click.option("--keep", is_flag=True, help="Leave the broker and the workers running afterwards.")
+@click.option(
+    "--db",
+    "db_paths",
+    default=None,
+    help="Database file(s) to label with, comma separated, any format shudi reads (.mmdb, ip2region .xdb, "
+    "IPIP.net .ipdb), first answers first (default: the synthetic demo database, built).",
+)
 def demo(
     port: int,
     workdir: Path,
@@ -131,6 +138,7 @@ def demo(
     seed: int,
     no_live: bool,
     keep: bool,
+    db_paths: str | None,
 ) -> None:
     """Local Kafka, two workers and simulated comments with scripted regional bursts, watched live.
 
@@ -155,7 +163,9 @@ def demo(
     interrupted = False
     ok = False
     try:
-        settings["SHUDI_GEOIP_DB"] = str(_demo_db(workdir))
+        if db_paths:
+            click.echo(f"GeoIP: {db_paths}")
+        settings["SHUDI_GEOIP_DB"] = db_paths or str(_demo_db(workdir))
         click.echo(f"app id and topic suffix: {run}")
         _start_workers(procs.workers, workdir, settings, metrics_port)
         _wait_for_workers(procs.workers, settings["SHUDI_INPUT_TOPIC"])

@@ -17,12 +17,12 @@ from datetime import datetime
 from typing import Any
 
 import click
-from aiokafka import AIOKafkaConsumer
 from prometheus_client.parser import text_string_to_metric_families
 
 from streams.devtools.simulate import TZ_CN
 from streams.pipeline.countries import COUNTRIES
 from streams.pipeline.territory import CHINA, DIVISIONS, UNKNOWN
+from streams.runtime.kafka import KafkaConnection
 
 _NAMES_ZH: dict[str, str] = (
     {code: zh for code, (zh, _) in COUNTRIES.items()}
@@ -175,11 +175,12 @@ def _posts(posts: Sequence[tuple[str, int]], n: int = 3) -> str:
     return ", ".join(f"{p} ({c})" for p, c in posts[:n]) or "-"
 
 
-async def follow_bursts(bootstrap: str, topic: str, bursts: Bursts, stop: asyncio.Event) -> None:
+async def follow_bursts(
+    kafka: KafkaConnection | str, topic: str, bursts: Bursts, stop: asyncio.Event
+) -> None:
     """Read the bursts topic from its start (it is this run's own topic) until ``stop``."""
-    consumer = AIOKafkaConsumer(
+    consumer = KafkaConnection.of(kafka).consumer(
         topic,
-        bootstrap_servers=bootstrap,
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -263,4 +264,4 @@ def print_summary(snap: Snapshot, bursts: Bursts, script: Sequence[Mapping[str, 
         click.echo("other regional bursts: " + ", ".join(f"{name_zh(c)} {c}" for c in extra))
     surges = sum(b.type == "global" for b in bursts.by_id.values())
     if surges:
-        click.echo(f"global surges: {surges} (all territories together rose, e.g. with the biggest burst)")
+        click.echo(f"global surges: {surges} (most of the traffic's territories rose together)")

@@ -6,6 +6,9 @@ by port, so ``shudi kafka stop --port N`` works from another process.
 
 POSIX only: the broker runs in its own session so it outlives ``start`` and is stopped by
 signalling its process group.
+
+``secure=True`` (``shudi kafka start --secure``) runs it with TLS, SASL/SCRAM, mutual TLS and the ACL
+authorizer instead of the PLAINTEXT listener (:mod:`streams.devtools.securekafka`).
 """
 
 from __future__ import annotations
@@ -32,7 +35,14 @@ from typing import Any
 import click
 
 from streams.cli.errors import EXIT_FAILED, CommandError
+from streams.devtools.securekafka import (
+    DEFAULT_SCRAM_USERS,
+    DEFAULT_TLS_USERS,
+    SecureSetup,
+    make_secure_setup,
+)
 from streams.runtime.admin import probe
+from streams.runtime.kafka import KafkaConnection
 from streams.testing import free_port, port_in_use, user_cache_dir
 
 __all__ = [
@@ -139,6 +149,8 @@ class Broker:
     data_dir: Path
     throwaway: bool
     startup_s: float = 0.0
+    # Listeners, users and certificates of a secured broker (`start(secure=True)`); None: PLAINTEXT.
+    secure: SecureSetup | None = None
     # Only set in the process that started the broker; lets stop() reap the child cleanly.
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False, compare=False)
 
@@ -150,6 +162,11 @@ class Broker:
     def log_path(self) -> Path:
         return self.data_dir / "server.log"
 
+    @property
+    def connection(self) -> KafkaConnection:
+        """How to reach it with every right: PLAINTEXT, or the SCRAM super user of a secured broker."""
+        return self.secure.admin() if self.secure is not None else KafkaConnection.plaintext(self.bootstrap)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "kafka_version": kafka_version(),
@@ -158,6 +175,7 @@ class Broker:
             "pid": self.pid,
             "data_dir": str(self.data_dir),
             "throwaway": self.throwaway,
+            "secure": self.secure.to_json() if self.secure is not None else None,
         }
 
     @classmethod
@@ -168,6 +186,7 @@ class Broker:
             pid=int(raw["pid"]),
             data_dir=Path(raw["data_dir"]),
             throwaway=bool(raw["throwaway"]),
+            secure=SecureSetup.from_json(raw["secure"]) if raw.get("secure") else None,
         )
 
 
@@ -252,8 +271,8 @@ def _quiet_aiokafka() -> Iterator[None]:
         logger.setLevel(level)
 
 
-def _ask(bootstrap: str, timeout: float, warm_group_coordinator: bool = False) -> None:
-    check = probe(bootstrap, warm_group_coordinator=warm_group_coordinator)
+def _ask(kafka: KafkaConnection | str, timeout: float, warm_group_coordinator: bool = False) -> None:
+    check = probe(kafka, warm_group_coordinator=warm_group_coordinator)
     with _quiet_aiokafka():
         asyncio.run(asyncio.wait_for(check, timeout))
 
@@ -269,7 +288,9 @@ def _load_state(port: int) -> Broker | None:
         return None
 
 
-def _server_properties(port: int, controller_port: int, log_dir: Path) -> str:
+def _server_properties(
+    port: int, controller_port: int, log_dir: Path, secure: SecureSetup | None = None
+) -> str:
     props = {
         "process.roles": "broker,controller",
         "node.id": "1",
@@ -307,6 +328,8 @@ def _server_properties(port: int, controller_port: int, log_dir: Path) -> str:
         # The default 128 MiB dedupe buffer is a quarter of a 512 MiB heap.
         "log.cleaner.dedupe.buffer.size": str(16 * 1024 * 1024),
     }
+    if secure is not None:
+        props.update(secure.server_properties(controller_port))
     return "".join(f"{k}={v}\n" for k, v in props.items())
 
 
@@ -350,11 +373,19 @@ def start(
     data_dir: Path | None = None,
     heap: str = "512m",
     wait_s: float = 120,
+    *,
+    secure: bool = False,
+    ssl_port: int | None = None,
+    scram_users: tuple[str, ...] = DEFAULT_SCRAM_USERS,
+    tls_users: tuple[str, ...] = DEFAULT_TLS_USERS,
 ) -> Broker:
     """Start a detached single-node broker on 127.0.0.1:port and wait until it answers metadata.
 
     A ``data_dir`` given by the caller is kept (and reused if already formatted); without one a
     throwaway temp dir is created and deleted again by :func:`stop`.
+    ``secure``: no PLAINTEXT listener; ``port`` is a SASL_SSL listener and ``ssl_port`` (default: any free
+    port) an SSL listener requiring client certificates, with ACLs enforced (see
+    :mod:`streams.devtools.securekafka`; ``scram_users`` and ``tls_users`` are the clients made for it).
     Must not be called from inside a running event loop (it uses ``asyncio.run``).
     """
     if port_in_use(port):
@@ -379,15 +410,41 @@ def start(
             shutil.rmtree(data_dir, ignore_errors=True)
         raise BrokerError(f"controller port 127.0.0.1:{controller_port} is already in use")
 
-    props_path.write_text(_server_properties(port, controller_port, log_dir))
+    setup = _secure_setup(data_dir, throwaway, port, ssl_port, scram_users, tls_users) if secure else None
+    props_path.write_text(_server_properties(port, controller_port, log_dir, setup))
+    props_path.chmod(0o600)  # a secured broker's file holds the PLAIN users' passwords
     jvm = _jvm_command(java, heap, jars, data_dir)
     if not formatted:
-        _format_storage(jvm, props_path, data_dir, throwaway)
+        _format_storage(jvm, props_path, data_dir, throwaway, setup.format_args() if setup else [])
     t0 = time.monotonic()
-    broker = _launch(jvm, port, controller_port, data_dir, throwaway)
+    broker = _launch(jvm, port, controller_port, data_dir, throwaway, setup)
     _wait_ready(broker, t0 + wait_s, wait_s)
     broker.startup_s = time.monotonic() - t0
     return broker
+
+
+def _secure_setup(
+    data_dir: Path,
+    throwaway: bool,
+    port: int,
+    ssl_port: int | None,
+    scram_users: tuple[str, ...],
+    tls_users: tuple[str, ...],
+) -> SecureSetup:
+    """The certificates, passwords and users of a secured broker, under ``data_dir/secure``."""
+    if ssl_port is None:
+        ssl_port = free_port()
+    try:
+        if port_in_use(ssl_port):
+            raise BrokerError(f"SSL port 127.0.0.1:{ssl_port} is already in use")
+        try:
+            return make_secure_setup(data_dir / "secure", port, ssl_port, scram_users, tls_users)
+        except RuntimeError as exc:
+            raise BrokerError(str(exc)) from None
+    except BrokerError:
+        if throwaway:
+            shutil.rmtree(data_dir, ignore_errors=True)
+        raise
 
 
 def _jvm_command(java: str, heap: str, jars: Path, data_dir: Path) -> list[str]:
@@ -406,9 +463,12 @@ def _jvm_command(java: str, heap: str, jars: Path, data_dir: Path) -> list[str]:
     ]
 
 
-def _format_storage(jvm: list[str], props_path: Path, data_dir: Path, throwaway: bool) -> None:
+def _format_storage(
+    jvm: list[str], props_path: Path, data_dir: Path, throwaway: bool, extra: list[str]
+) -> None:
+    """``StorageTool format``; ``extra``: e.g. the ``--add-scram`` users of a secured broker."""
     fmt = subprocess.run(
-        [*jvm, "kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(props_path)],
+        [*jvm, "kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(props_path), *extra],
         capture_output=True,
         text=True,
         check=False,
@@ -419,7 +479,14 @@ def _format_storage(jvm: list[str], props_path: Path, data_dir: Path, throwaway:
         raise BrokerError(f"formatting Kafka storage failed:\n{fmt.stdout}{fmt.stderr}")
 
 
-def _launch(jvm: list[str], port: int, controller_port: int, data_dir: Path, throwaway: bool) -> Broker:
+def _launch(
+    jvm: list[str],
+    port: int,
+    controller_port: int,
+    data_dir: Path,
+    throwaway: bool,
+    secure: SecureSetup | None = None,
+) -> Broker:
     """Start the broker process, detached, and write its pid and state files."""
     with (data_dir / "server.log").open("ab") as log:
         proc = subprocess.Popen(
@@ -431,7 +498,7 @@ def _launch(jvm: list[str], port: int, controller_port: int, data_dir: Path, thr
             # Own session: Ctrl-C in the terminal that ran `start` must not kill the broker.
             start_new_session=True,
         )
-    broker = Broker(port, controller_port, proc.pid, data_dir, throwaway, proc=proc)
+    broker = Broker(port, controller_port, proc.pid, data_dir, throwaway, secure=secure, proc=proc)
     (data_dir / "kafka.pid").write_text(f"{proc.pid}\n")
     state = _state_path(port)
     state.parent.mkdir(parents=True, exist_ok=True)
@@ -455,7 +522,7 @@ def _wait_ready(broker: Broker, deadline: float, wait_s: float) -> None:
         try:
             if not port_in_use(broker.port):
                 raise ConnectionRefusedError(f"nothing listening on 127.0.0.1:{broker.port} yet")
-            _ask(broker.bootstrap, 10, warm_group_coordinator=True)
+            _ask(broker.connection, 10, warm_group_coordinator=True)
         except Exception as exc:  # noqa: BLE001 - any failure just means "not ready yet"
             last = exc
         else:
@@ -552,8 +619,10 @@ def status(port: int = 9092, timeout: float = 5.0) -> bool:
     """True when a Kafka broker on 127.0.0.1:port answers a metadata request."""
     if not port_in_use(port):
         return False  # fail fast; the client would otherwise retry until its timeout
+    state = _load_state(port)
+    kafka = state.connection if state is not None else KafkaConnection.plaintext(f"127.0.0.1:{port}")
     try:
-        _ask(f"127.0.0.1:{port}", timeout)
+        _ask(kafka, timeout)
     except Exception:  # noqa: BLE001 - anything but a good answer means "not usable"
         return False
     return True
@@ -590,22 +659,39 @@ _port_option = click.option("--port", default=9092, show_default=True, help="PLA
 @click.option("--heap", default="512m", show_default=True, help="JVM -Xmx.")
 @click.option("--wait", "wait_s", default=120.0, show_default=True, help="Seconds to wait for readiness.")
 @click.option("--foreground", is_flag=True, help="Stay attached; Ctrl-C stops the broker.")
+@click.option(
+    "--secure",
+    is_flag=True,
+    help="TLS and SASL/SCRAM on PORT, mutual TLS on --ssl-port, ACLs enforced; no PLAINTEXT listener.",
+)
+@click.option("--ssl-port", type=int, default=None, help="With --secure: mutual-TLS port [default: free].")
 def start_cmd(
-    port: int, controller_port: int | None, data_dir: Path | None, heap: str, wait_s: float, foreground: bool
+    port: int,
+    controller_port: int | None,
+    data_dir: Path | None,
+    heap: str,
+    wait_s: float,
+    foreground: bool,
+    secure: bool,
+    ssl_port: int | None,
 ) -> None:
     """Start a broker on 127.0.0.1:PORT and return once it is ready."""
     existing = _load_state(port)
     if existing is not None and _alive(existing) and status(port):
         click.echo(f"Kafka already running on 127.0.0.1:{port} (pid {existing.pid}, {existing.data_dir})")
+        if existing.secure is not None:
+            click.echo(client_settings_text(existing.secure))
         return
     try:
-        broker = start(port, controller_port, data_dir, heap, wait_s)
+        broker = start(port, controller_port, data_dir, heap, wait_s, secure=secure, ssl_port=ssl_port)
     except BrokerError as exc:
         raise CommandError(str(exc), EXIT_FAILED) from exc
     click.echo(
         f"Kafka {kafka_version()} ready on {broker.bootstrap} in {broker.startup_s:.1f}s "
         f"(pid {broker.pid}, log {broker.log_path})"
     )
+    if broker.secure is not None:
+        click.echo(client_settings_text(broker.secure))
     if not foreground:
         click.echo(f"Stop it with: shudi kafka stop --port {port}")
         return
@@ -624,6 +710,48 @@ def start_cmd(
     except KeyboardInterrupt:
         click.echo("stopping Kafka ...")
         stop(broker)
+
+
+def client_settings_text(setup: SecureSetup) -> str:
+    """What `start --secure` prints: the listeners and the client settings for each kind of client."""
+    scram_user, tls_user = setup.scram_users[0], setup.tls_users[0]
+    lines = [
+        f"secured: SASL_SSL (SCRAM-SHA-512/256, PLAIN) on {setup.sasl_bootstrap}, SSL with client "
+        f"certificates on {setup.ssl_bootstrap}; CA {setup.ca_file}",
+        "ACLs are enforced (nothing is allowed without one); super users: admin (SCRAM) and the broker.",
+        f"Grant the worker's ACLs with: shudi kafka grant --port {setup.sasl_port} --user {scram_user}",
+        f"SCRAM-SHA-512 as {scram_user}:",
+        "  export " + " ".join(f"{k}={v}" for k, v in setup.scram_env(scram_user).items()),
+        f"mutual TLS as User:CN={tls_user}:",
+        "  export " + " ".join(f"{k}={v}" for k, v in setup.tls_env(tls_user).items()),
+    ]
+    return "\n".join(lines)
+
+
+@kafka.command(name="grant")
+@_port_option
+@click.option("--user", "users", multiple=True, help="SCRAM user to grant to (User:<name>).")
+@click.option("--tls-user", "tls_users", multiple=True, help="Certificate CN to grant to (User:CN=<name>).")
+@click.option("--no-create", is_flag=True, help="No CREATE: someone else creates the topics.")
+def grant_cmd(port: int, users: tuple[str, ...], tls_users: tuple[str, ...], no_create: bool) -> None:
+    """Give principals of the secured broker on PORT the ACLs a worker with the current SHUDI_* settings
+    needs (the README's production checklist), plus CREATE on its topics unless --no-create."""
+    from streams.cli.errors import settings_or_exit
+    from streams.runtime.access import required_acls
+    from streams.runtime.admin import create_acls
+
+    state = _load_state(port)
+    if state is None or state.secure is None:
+        raise CommandError(f"no secured local broker on port {port} (start one with `start --secure`)")
+    settings = settings_or_exit()
+    acls = required_acls(settings, create_topics=not no_create)
+    principals = [f"User:{u}" for u in users] + [f"User:CN={u}" for u in tls_users]
+    if not principals:
+        principals = [f"User:{state.secure.scram_users[0]}", f"User:CN={state.secure.tls_users[0]}"]
+    rules = [(a.resource, a.name, int(a.operation)) for a in acls]
+    for principal in principals:
+        asyncio.run(create_acls(state.connection, principal, rules))
+        click.echo(f"{principal}: " + ", ".join(str(a) for a in acls))
 
 
 @kafka.command(name="stop")

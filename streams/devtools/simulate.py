@@ -65,9 +65,9 @@ from typing import Any, Final
 
 import msgspec
 
-from streams.devtools.mmdbbuild import labelled_networks
 from streams.devtools.sample import bad_event, comment, comment_text
 from streams.pipeline.events import post_id_key
+from streams.pipeline.geodb.table import TerritoryTable
 from streams.pipeline.territory import Territory, special_reason, unwrap_tunnel
 
 __all__ = [
@@ -304,9 +304,33 @@ class TerritoryPool:
         return cls(territories, v4, v6)
 
     @classmethod
+    def from_table(cls, table: TerritoryTable, *, max_networks: int = 20_000, seed: int = 0) -> TerritoryPool:
+        """From the ranges of a compiled territory table (any database format, or an ordered list of them):
+        each range offers the largest aligned network at its start, so every address drawn labels as its
+        territory (ranges not aligned to a network weigh a little less than their size)."""
+
+        def labelled() -> Iterator[tuple[IPv4Network | IPv6Network, Territory]]:
+            for family, bits, net_cls in ((4, 32, IPv4Network), (6, 128, IPv6Network)):
+                for start, end, label in table.ranges(family):  # type: ignore[arg-type]
+                    if label.reason is not None:
+                        continue
+                    size_bits = (end - start + 1).bit_length() - 1
+                    align = (start & -start).bit_length() - 1 if start else bits
+                    yield net_cls((start, bits - min(size_bits, align))), label.territory
+
+        return cls.from_networks(labelled(), max_networks=max_networks, seed=seed)
+
+    @classmethod
     def from_db(cls, path: Path | str, *, max_networks: int = 20_000, seed: int = 0) -> TerritoryPool:
-        """From every network of the MaxMind DB at ``path``, labelled as shudi's labeller labels them."""
-        return cls.from_networks(labelled_networks(path), max_networks=max_networks, seed=seed)
+        """From the database file(s) at ``path`` (comma separated: an ordered list), labelled as shudi's
+        labeller labels them."""
+        from streams.pipeline.geodb import parse_paths
+        from streams.pipeline.geodb.labeller import load
+
+        sources, table = load(parse_paths(str(path)))
+        for s in sources:
+            s.close()
+        return cls.from_table(table, max_networks=max_networks, seed=seed)
 
     @property
     def codes(self) -> list[str]:

@@ -29,6 +29,9 @@ from streams.pipeline.events import MAX_DELTA_POSTS, CountDelta, WindowDelta
 from streams.pipeline.territory import Territory
 from streams.pipeline.windows import WindowSpec
 
+GLOBAL_PARTITION = 0
+"""The counting partition that also runs the global-surge detector (and so gets totals per territory)."""
+
 SOURCE_SILENT_S = 30.0
 """A source whose ticks stopped this long ago (its worker died or lost the partition) no longer holds the
 watermark back; its events, if it comes back, arrive as late events."""
@@ -44,6 +47,8 @@ class PartitionClock(msgspec.Struct, gc=False):
     sources: dict[int, SourceClock] = msgspec.field(default_factory=dict)
     totals: dict[int, int] = msgspec.field(default_factory=dict)  # window start -> comments, all territories
     next_close: int | None = None  # start of the earliest window not yet closed
+    # window start -> territory code -> comments: kept only where ticks carry it (the global partition)
+    by_territory: dict[int, dict[str, int]] = msgspec.field(default_factory=dict)
 
     def watermark(self, now: float, source_silent_s: float) -> float | None:
         """The lowest watermark of the sources that have events to give; the highest if none has."""
@@ -56,7 +61,14 @@ class PartitionClock(msgspec.Struct, gc=False):
         return max((s.watermark for s in self.sources.values()), default=None)
 
     def apply_tick(
-        self, source: int, watermark: float, totals: Iterable[tuple[int, int]], now: float, *, idle: bool
+        self,
+        source: int,
+        watermark: float,
+        totals: Iterable[tuple[int, int]],
+        now: float,
+        *,
+        idle: bool,
+        by_territory: Iterable[tuple[int, str, int]] = (),
     ) -> None:
         known = self.sources.get(source)
         # Watermarks never go back, even when a rebalance makes a source replay older events.
@@ -64,6 +76,9 @@ class PartitionClock(msgspec.Struct, gc=False):
         self.sources[source] = SourceClock(high, now, idle)
         for start, n in totals:
             self.totals[start] = self.totals.get(start, 0) + n
+        for start, code, n in by_territory:
+            window = self.by_territory.setdefault(start, {})
+            window[code] = window.get(code, 0) + n
 
     def is_late(self, window_start: int) -> bool:
         """A window already closed here: counts for it arrive too late to be counted."""
@@ -92,9 +107,14 @@ class PartitionClock(msgspec.Struct, gc=False):
     def take_total(self, window_start: int) -> int:
         return self.totals.pop(window_start, 0)
 
+    def take_by_territory(self, window_start: int) -> dict[str, int]:
+        return self.by_territory.pop(window_start, {})
+
     def drop_totals_before(self, start: int) -> None:
         for old in [s for s in self.totals if s < start]:
             del self.totals[old]
+        for old in [s for s in self.by_territory if s < start]:
+            del self.by_territory[old]
 
 
 def count_deltas(windows: dict[tuple[Territory, int], Counter[str]]) -> list[CountDelta]:
@@ -114,6 +134,14 @@ def counting_partition(code: str, partitions: int) -> int:
     (as when each territory's delta was sent keyed by its code), so ownership is the same everywhere."""
     hashed: int = murmur2(code.encode())
     return (hashed & 0x7FFFFFFF) % partitions
+
+
+def territory_totals(windows: dict[tuple[Territory, int], Counter[str]]) -> list[tuple[int, str, int]]:
+    """``[window start, territory code, comments]`` of a batch, for the global detector's breadth test."""
+    out: Counter[tuple[int, str]] = Counter()
+    for (territory, start), posts in windows.items():
+        out[(start, territory.code)] += sum(posts.values())
+    return [(start, code, n) for (start, code), n in sorted(out.items()) if n > 0]
 
 
 def window_totals(windows: dict[tuple[Territory, int], Counter[str]]) -> Counter[int]:

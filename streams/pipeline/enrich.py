@@ -26,7 +26,7 @@ from streams.pipeline.events import (
     event_seconds,
     ip_hash,
 )
-from streams.pipeline.geoip import Labeller
+from streams.pipeline.geodb.labeller import Labeller
 from streams.pipeline.territory import InvalidIP, Territory, UnknownReason, parse_ip
 from streams.pipeline.windows import WindowSpec
 
@@ -138,7 +138,7 @@ class Enricher:
         ahead = 0
         labeller = self._labeller
         label = labeller.label
-        db_build = labeller.db.build
+        db_build = labeller.build
         hits_before, misses_before = labeller.cache_counts()
         spec = self._windows
         hop = spec.hop_s if spec is not None else 0

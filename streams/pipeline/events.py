@@ -373,6 +373,9 @@ class Tick(msgspec.Struct, tag="tick", tag_field="kind", frozen=True, gc=False, 
     watermark: float
     idle: bool = False
     totals: list[tuple[int, int]]
+    # The same comments per window and territory, [window start, territory code, comments]: only on ticks
+    # to the partition that runs the global detector, which judges a surge by how broad it is.
+    by_territory: list[tuple[int, str, int]] = msgspec.field(default_factory=list)
 
 
 class CountBatch(msgspec.Struct, tag="batch", tag_field="kind", frozen=True, gc=False, kw_only=True):

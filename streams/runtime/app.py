@@ -13,11 +13,11 @@ import faust
 from prometheus_client import CollectorRegistry
 
 from streams.pipeline.enrich import Enricher
-from streams.pipeline.geoip import DatabaseWatcher, Labeller, MmdbDatabase
+from streams.pipeline.geodb.labeller import DatabaseWatcher, Labeller, ReloadResult, db_names, load
 from streams.runtime.counting import register_detection_agent, window_spec
 from streams.runtime.enrichment import EnrichmentService
 from streams.runtime.health import Health
-from streams.runtime.kafka import ssl_context
+from streams.runtime.kafka import KafkaConnection
 from streams.runtime.metrics import Metrics
 from streams.settings import Settings
 
@@ -35,25 +35,6 @@ class Shudi:
     enrichment: EnrichmentService
 
 
-def faust_broker_urls(settings: Settings) -> list[str]:
-    return [f"kafka://{server}" for server in settings.bootstrap_servers]
-
-
-def broker_credentials(settings: Settings) -> faust.SASLCredentials | faust.SSLCredentials | None:
-    context = ssl_context(settings)
-    if settings.security_protocol.startswith("SASL"):
-        password = settings.sasl_password.get_secret_value() if settings.sasl_password else None
-        return faust.SASLCredentials(
-            username=settings.sasl_username,
-            password=password,
-            mechanism=settings.sasl_mechanism,
-            ssl_context=context,
-        )
-    if context is not None:
-        return faust.SSLCredentials(context)
-    return None
-
-
 def worker_class(enrichment: EnrichmentService) -> type[faust.Worker]:
     """Faust's worker, telling the enrichment loop to stop taking batches as soon as a stop begins
     (SIGTERM, SIGINT or a fatal error), not when Faust's stop order reaches it."""
@@ -69,12 +50,21 @@ def worker_class(enrichment: EnrichmentService) -> type[faust.Worker]:
 def create_app(settings: Settings, *, registry: CollectorRegistry | None = None) -> Shudi:
     """Build a worker's Faust app. Raises ``DatabaseError`` if the database is unusable."""
     metrics = Metrics(registry if registry is not None else CollectorRegistry())
-    database = MmdbDatabase.open(settings.geoip_db)
-    labeller = Labeller(
-        database, cache_size=settings.geoip_cache_size, on_miss=metrics.lookup_seconds.observe
-    )
-    watcher = DatabaseWatcher(labeller, settings.geoip_db, on_result=metrics.observe_reload)
-    metrics.db_build.set(database.build_epoch)
+    # Compiled here, before the event loop runs (nothing to block yet), so an unusable file stops the worker
+    # at start with one line; reloads compile in a thread while the loop runs (DatabaseWatcher.run).
+    # The compiled table is cached beside Faust's data, keyed by the files' content: a restart with the same
+    # files skips the compile (seconds on a real database).
+    table_cache = settings.data_dir / "geoip-table"
+    sources, table = load(settings.geoip_db, table_cache)
+    labeller = Labeller(table, cache_size=settings.geoip_cache_size, on_miss=metrics.lookup_seconds.observe)
+    names = db_names([s.path for s in sources])
+
+    def observe_reload(result: ReloadResult) -> None:
+        metrics.observe_reload(result)
+        metrics.observe_table(labeller.table, names)
+
+    watcher = DatabaseWatcher(labeller, sources, on_result=observe_reload, cache_dir=table_cache)
+    metrics.observe_table(table, names)
 
     enricher = Enricher(
         labeller,
@@ -86,10 +76,16 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
     health = Health(stall_timeout_s=settings.stall_timeout_s)
     enrichment = EnrichmentService(settings, enricher, metrics, health)
 
+    kafka = KafkaConnection.from_settings(settings)
     app = faust.App(
         settings.app_id,
-        broker=faust_broker_urls(settings),
-        broker_credentials=broker_credentials(settings),
+        broker=kafka.faust_broker_urls(),
+        broker_credentials=kafka.faust_credentials(),
+        # The worker creates its topics before Faust starts (streams.runtime.topics), or finds them made by
+        # a platform team: Faust must not try (its CreateTopics would need the CREATE right), and it needs no
+        # leader topic (nothing here runs `on_leader`).
+        topic_allow_declare=False,
+        topic_disable_leader=True,
         autodiscover=False,
         store=settings.store,
         datadir=str(settings.data_dir),

@@ -5,7 +5,8 @@ the territory (key = territory code) and, about once a second, a watermark tick 
 comments to every partition (see :mod:`streams.pipeline.clock`). This agent adds the counts to the ``windows``
 table, advances the partition's clock on ticks, and for every window that became final steps the detector
 (``pipeline.detector``) of every territory the partition owns (a quiet territory gets a 0), publishes
-burst events and sets the territory's gauges. Partition 0 also runs the global-surge detector on the totals.
+burst events and sets the territory's gauges. Partition 0 also runs the global-surge detector on the totals,
+judging breadth from the totals per territory that only its ticks carry.
 
 State lives in three changelog-backed tables, so a restarted worker resumes from its partitions' changelogs:
 ``windows`` (open windows' counts and top-posts sketches), ``detectors`` (detector state per territory) and
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import time
@@ -32,7 +34,13 @@ from typing import Any, cast
 import faust
 import msgspec
 
-from streams.pipeline.clock import SOURCE_SILENT_S, PartitionClock, decode_clock, encode_clock
+from streams.pipeline.clock import (
+    GLOBAL_PARTITION,
+    SOURCE_SILENT_S,
+    PartitionClock,
+    decode_clock,
+    encode_clock,
+)
 from streams.pipeline.codec import msgpack_codec
 from streams.pipeline.detector import GLOBAL_KEY, DetectorParams, TerritoryState, Verdict, step
 from streams.pipeline.events import (
@@ -54,12 +62,11 @@ from streams.settings import Settings
 log = logging.getLogger(__name__)
 
 _BURST_KINDS: dict[str, BurstKind] = {"started": "started", "ongoing": "updated", "ended": "ended"}
-GLOBAL_PARTITION = 0
 TABLES = (
     "shudi-windows",
     "shudi-detectors",
     "shudi-clocks",
-)  # the counting partition that also runs the global-surge detector
+)
 TOP_POSTS = 5
 # A batch of counts messages: at most this many, or what arrived within this long (a window lasts seconds).
 COUNTS_BATCH_MAX = 500
@@ -91,19 +98,13 @@ def window_spec(settings: Settings) -> WindowSpec:
 
 
 def detector_params(settings: Settings) -> DetectorParams:
-    return DetectorParams(
-        window_s=settings.window_hop_s or settings.window_s,
-        warmup_windows=settings.detector_warmup_windows,
-        alpha=settings.detector_alpha,
-        min_count=settings.detector_min_count,
-        min_ratio=settings.detector_min_ratio,
-        on_threshold=settings.detector_on_threshold,
-        share_threshold=settings.detector_share_threshold,
-        off_threshold=settings.detector_off_threshold,
-        on_windows=settings.detector_on_windows,
-        off_windows=settings.detector_off_windows,
-        seasonal=settings.detector_seasonal,
-    )
+    """Every detector parameter from its ``detector_*`` setting; the window is the hop (or the size)."""
+    given = {
+        f.name: getattr(settings, f"detector_{f.name}")
+        for f in dataclasses.fields(DetectorParams)
+        if f.name != "window_s"
+    }
+    return DetectorParams(window_s=settings.window_hop_s or settings.window_s, **given)
 
 
 def _iso(epoch: float) -> datetime:
@@ -196,10 +197,12 @@ class Detection:
         clock = self._clock(partition)
         now = time.time()
         for tick in ticks:
-            clock.apply_tick(tick.source, tick.watermark, tick.totals, now, idle=tick.idle)
+            clock.apply_tick(
+                tick.source, tick.watermark, tick.totals, now, idle=tick.idle, by_territory=tick.by_territory
+            )
         due = clock.due(self.spec, now, SOURCE_SILENT_S)
         for start in due:
-            await self._close(partition, start, clock.take_total(start))
+            await self._close(partition, start, clock.take_total(start), clock.take_by_territory(start))
         if due:
             clock.drop_totals_before(due[-1])
         mark = clock.watermark(now, SOURCE_SILENT_S)
@@ -230,7 +233,7 @@ class Detection:
 
     # --- closing windows -----------------------------------------------------------------------------------
 
-    async def _close(self, partition: int, start: int, total: int) -> None:
+    async def _close(self, partition: int, start: int, total: int, by_territory: dict[str, int]) -> None:
         for code, territory in sorted(self._territories(partition).items()):
             key = _window_key(code, start)
             raw = self.windows.pop(key, None)  # a changelog tombstone only if the table has the key
@@ -256,16 +259,27 @@ class Detection:
                 self._export(territory, agg.count, verdict)
                 await self._announce(territory, start, agg, verdict, state.burst_start or burst_start)
         if partition == GLOBAL_PARTITION:
-            await self._close_global(partition, start, total)
+            await self._close_global(partition, start, total, by_territory)
         self.metrics.windows_closed.inc()
 
-    async def _close_global(self, partition: int, start: int, total: int) -> None:
+    async def _close_global(
+        self, partition: int, start: int, total: int, by_territory: dict[str, int]
+    ) -> None:
         record = self._record(GLOBAL_KEY, partition, None)
         if record.state is None and total == 0:
             return  # as for a territory: start with the first comments, not with the empty windows before
         burst_start = record.state.burst_start if record.state is not None else None
+        # Totals without a breakdown come from workers of an older release: judge them on the total alone
+        # rather than call every window narrow.
+        territories = by_territory if by_territory or total == 0 else None
         state, verdict = step(
-            record.state, key=GLOBAL_KEY, window_start=start, count=total, total=None, params=self.params
+            record.state,
+            key=GLOBAL_KEY,
+            window_start=start,
+            count=total,
+            total=None,
+            params=self.params,
+            territories=territories,
         )
         record.state = state
         self._stepped[GLOBAL_KEY] = record

@@ -46,17 +46,23 @@ from typing import Any, TypeVar
 
 import mode
 import msgspec
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka import AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError, KafkaTimeoutError
 from aiokafka.structs import TopicPartition
 
-from streams.pipeline.clock import count_deltas, counting_partition, window_totals
+from streams.pipeline.clock import (
+    GLOBAL_PARTITION,
+    count_deltas,
+    counting_partition,
+    territory_totals,
+    window_totals,
+)
 from streams.pipeline.enrich import Enricher, OutRecord
 from streams.pipeline.events import CountBatch, CountDelta, Tick, encode_count_message
 from streams.pipeline.territory import Territory
 from streams.runtime.batch_send import send_batches
 from streams.runtime.health import Health
-from streams.runtime.kafka import client_options
+from streams.runtime.kafka import KafkaConnection
 from streams.runtime.metrics import Metrics
 from streams.settings import Settings
 
@@ -255,8 +261,8 @@ class EnrichmentService(mode.Service):
         self.health.mark_started()
 
     async def _make_clients(self) -> None:
-        options = client_options(self.settings)
-        self.consumer = AIOKafkaConsumer(
+        kafka = KafkaConnection.from_settings(self.settings)
+        self.consumer = kafka.consumer(
             group_id=f"{self.settings.app_id}-enrich",
             client_id=f"{self.settings.app_id}-enrich",
             enable_auto_commit=False,
@@ -268,15 +274,13 @@ class EnrichmentService(mode.Service):
             # produce request, an acknowledgement round trip and its bookkeeping.
             fetch_min_bytes=FETCH_MIN_BYTES,
             fetch_max_wait_ms=FETCH_WAIT_MS,
-            **options,
         )
-        self.producer = AIOKafkaProducer(
+        self.producer = kafka.producer(
             client_id=f"{self.settings.app_id}-enrich",
             acks="all",
             linger_ms=5,
             max_batch_size=256 * 1024,
             max_request_size=max(1 << 20, 4 * self.settings.max_message_bytes),
-            **options,
         )
         await bounded(self.producer.start(), self.broker_wait_s, "starting the producer")
         await bounded(self.consumer.start(), self.broker_wait_s, "starting the consumer")
@@ -505,13 +509,21 @@ class EnrichmentService(mode.Service):
         for delta in count_deltas(windows):
             deltas.setdefault(counting_partition(delta.territory.code, n), []).append(delta)
         ticks = self._ticks(window_totals(windows))
+        # Only the global detector's partition needs the totals per territory; they ride on its first tick.
+        global_ticks = ticks[:1] and [
+            msgspec.structs.replace(ticks[0], by_territory=territory_totals(windows)),
+            *ticks[1:],
+        ]
         offsets, self._offsets = self._offsets, {}
         self._pending_events = 0
 
         async def send_counts() -> None:
             records: list[Awaitable[Any]] = []
             for partition in range(n):
-                batch = CountBatch(deltas=deltas.get(partition, []), ticks=ticks)
+                batch = CountBatch(
+                    deltas=deltas.get(partition, []),
+                    ticks=global_ticks if partition == GLOBAL_PARTITION else ticks,
+                )
                 if batch.deltas or batch.ticks:
                     value = encode_count_message(batch)
                     records.append(

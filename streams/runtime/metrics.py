@@ -26,7 +26,8 @@ from prometheus_client.utils import floatToGoString
 
 from streams.pipeline.enrich import BatchStats
 from streams.pipeline.events import DEAD_LETTER_REASONS
-from streams.pipeline.geoip import ReloadResult
+from streams.pipeline.geodb.labeller import ReloadResult
+from streams.pipeline.geodb.table import TerritoryTable
 from streams.pipeline.territory import UNKNOWN_REASONS, Territory
 
 NAMESPACE = "shudi"
@@ -102,7 +103,6 @@ class Metrics:
             (self.dead_letters, DEAD_LETTER_REASONS),
             (self.unknown_territory, UNKNOWN_REASONS),
             (self.cache_lookups, ("hit", "miss")),
-            (self.db_reloads, ("success", "failure")),
         )
         for metric, values in precreated:
             for label in values:
@@ -123,18 +123,29 @@ class Metrics:
         )
         self.lookup_seconds = on.hot_histogram(
             "geoip_lookup_seconds",
-            "Time of GeoIP database reads (cache misses only; hits take well under a microsecond).",
+            "Time of territory-table lookups (cache misses only; hits take well under a microsecond).",
             buckets=(1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 1e-3, 1e-2),
         )
         self.cache_lookups = counter("geoip_cache_lookups", "Label lookups by cache result.", ["result"])
+        # `db` is the file name of one configured database: bounded by SHUDI_GEOIP_DB's list.
         self.db_build = gauge(
             "geoip_database_build_timestamp_seconds",
-            "Build time of the GeoIP database in use (Unix seconds).",
+            "Build time of each GeoIP database in use (Unix seconds).",
+            ["db"],
         )
         self.db_reloads = counter(
             "geoip_database_reloads",
-            "Attempts to load a replaced GeoIP database file, by result.",
-            ["result"],
+            "Attempts to load a replaced GeoIP database file, by file and result.",
+            ["db", "result"],
+        )
+        self.table_ranges = gauge(
+            "geoip_table_ranges",
+            "Address ranges in the compiled territory table, by address family.",
+            ["family"],
+        )
+        self.table_compile_seconds = gauge(
+            "geoip_table_compile_seconds",
+            "Time the last compile of the territory table took (at start or on a reload).",
         )
         self.batch_seconds = on.histogram(
             "batch_processing_seconds",
@@ -226,11 +237,24 @@ class Metrics:
             with contextlib.suppress(KeyError):
                 self.consumer_lag.remove(tp.topic, str(tp.partition))
 
+    def observe_table(self, table: TerritoryTable, names: Sequence[str]) -> None:
+        """The table in use and the databases it was compiled from (``names``: their metrics labels)."""
+        v4, v6, inner = table.size
+        self.table_ranges.labels("4").set(v4)
+        self.table_ranges.labels("6").set(v6 + inner)
+        self.table_compile_seconds.set(table.compile_seconds)
+        for name, source in zip(names, table.sources, strict=True):
+            self.db_build.labels(name).set(source.build_epoch)
+            for result in ("success", "failure"):
+                self.db_reloads.labels(name, result)
+
     def observe_reload(self, result: ReloadResult) -> None:
         if result.status == "unchanged":
             return
-        self.db_reloads.labels("success" if result.status == "reloaded" else "failure").inc()
-        self.db_build.set(result.build_epoch)
+        for outcome in ("success", "failure"):  # both series of a file exist from its first reload
+            self.db_reloads.labels(result.db, outcome)
+        self.db_reloads.labels(result.db, "success" if result.status == "reloaded" else "failure").inc()
+        self.db_build.labels(result.db).set(result.build_epoch)
 
     def observe_batch(self, stats: BatchStats) -> None:
         """Add one batch's tallies: a handful of ``inc`` calls per batch instead of several per event."""

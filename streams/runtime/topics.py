@@ -1,12 +1,13 @@
 """The topics a worker reads and writes, created before Faust starts.
 
 Faust creates only its internal topics; with a missing source topic it logs "Ignoring missing topic" and
-processes nothing, so the worker creates the topics it needs (an existing topic is left as it is).
+processes nothing, so the worker creates the topics it needs (an existing topic is left as it is). The app
+is told not to declare any topic itself (``topic_allow_declare=False``), so a worker whose principal may not
+create topics runs on pre-created ones.
 """
 
 from __future__ import annotations
 
-from streams.runtime.admin import create_topics
 from streams.runtime.counting import changelog_topics
 from streams.settings import Settings
 
@@ -35,5 +36,8 @@ def topic_plan(settings: Settings) -> tuple[dict[str, int], dict[str, dict[str, 
 
 
 async def ensure_topics(settings: Settings) -> None:
-    partitions, config = topic_plan(settings)
-    await create_topics(settings.broker, partitions, config, replication_factor=settings.replication_factor)
+    """Create the missing topics and check the worker's rights (``access.prepare_cluster``);
+    raises :class:`streams.runtime.kafka.KafkaConnectionError` with one line naming what is wrong."""
+    from streams.runtime.access import prepare_cluster
+
+    await prepare_cluster(settings)

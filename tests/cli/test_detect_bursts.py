@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from click.testing import CliRunner
@@ -40,9 +41,9 @@ def test_file_in_csv_out(tmp_path: Path) -> None:
     assert rows[0]["timestamp"] == str(T0)
     assert [int(r["value"]) for r in rows] == SERIES
     bursts = [int(r["burst"]) for r in rows]
-    assert bursts[:61] == [0] * 61
-    assert bursts[61:66] == [1] * 5  # started on the 2nd window at 6x
-    assert bursts[-5:] == [0] * 5
+    assert bursts[:60] == [0] * 60
+    assert bursts[60:66] == [1] * 6  # started on the first window at 6x
+    assert bursts[-3:] == [0] * 3
     assert float(rows[60]["score"]) > 5
 
 
@@ -51,7 +52,8 @@ def test_stdin_rfc3339_totals_and_verbose() -> None:
     assert result.exit_code == 0, result.output
     rows = _rows(result.output)
     assert list(rows[0]) == [
-        "timestamp", "value", "score", "burst", "share_score", "baseline", "transition", "burst_id",
+        "timestamp", "value", "score", "burst",
+        "share_score", "baseline", "threshold", "transition", "burst_id",
     ]  # fmt: skip
     assert rows[0]["timestamp"] == "2026-01-01T00:00:00+00:00"  # echoed as given
     transitions = [r["transition"] for r in rows]
@@ -69,8 +71,8 @@ def test_options_reach_the_detector() -> None:
     assert all(r["burst"] == "0" for r in _rows(never.output))
     late = CliRunner().invoke(detect_bursts, ["--warmup-windows", "100"], input=data)
     assert all(r["burst"] == "0" for r in _rows(late.output))
-    quick = CliRunner().invoke(detect_bursts, ["--on-windows", "1", "--off-windows", "1"], input=data)
-    assert [int(r["burst"]) for r in _rows(quick.output)][60:67] == [1, 1, 1, 1, 1, 1, 0]
+    high = CliRunner().invoke(detect_bursts, ["--on-threshold", "100", "--false-alarm", "0.5"], input=data)
+    assert all(r["burst"] == "0" for r in _rows(high.output))
     bad = CliRunner().invoke(detect_bursts, ["--off-threshold", "9"], input=data)
     assert bad.exit_code == 2
     assert "off_threshold" in bad.output
@@ -126,5 +128,40 @@ def test_parse_timestamp() -> None:
     assert parse_timestamp("1767225600") == T0
     assert parse_timestamp("2026-01-01T08:00:00+08:00") == T0
     assert parse_timestamp("2026-01-01T00:00:00Z") == T0
-    with pytest.raises(ValueError, match="whole second"):
-        parse_timestamp("2026-01-01T00:00:00.5Z")
+    assert parse_timestamp("2026-01-01 00:00:00+00:00") == T0  # a space instead of T
+    assert parse_timestamp("2026-01-01T00:00:00.75Z") == T0  # fractional seconds, rounded down
+    assert parse_timestamp("2026-01-01 08:00:00", ZoneInfo("Asia/Shanghai")) == T0
+    assert parse_timestamp("2026-01-01T00:00:00.5", ZoneInfo("UTC")) == T0
+    # an explicit offset wins over --tz
+    assert parse_timestamp("2026-01-01T00:00:00+00:00", ZoneInfo("Asia/Shanghai")) == T0
+    with pytest.raises(ValueError, match="--tz"):
+        parse_timestamp("2026-01-01 00:00:00")
+
+
+NAB_LIKE = "timestamp,value\n" + "".join(
+    f"2026-01-01 {i // 12:02d}:{i % 12 * 5:02d}:53,{v}\n" for i, v in enumerate([20, 22, 19, 21] * 12)
+)
+
+
+def test_timestamps_without_offset_need_tz_and_the_error_names_it() -> None:
+    result = CliRunner().invoke(detect_bursts, ["-v"], input=NAB_LIKE)
+    assert result.exit_code == 2
+    assert "line 2:" in result.output
+    assert "--tz" in result.output
+
+
+def test_tz_reads_timestamps_without_offset_and_keeps_them_as_given() -> None:
+    utc = CliRunner().invoke(detect_bursts, ["-v", "--tz", "UTC"], input=NAB_LIKE)
+    assert utc.exit_code == 0, utc.output
+    rows = _rows(utc.output)
+    assert rows[0]["timestamp"] == "2026-01-01 00:00:53"  # echoed as given, for scorers that join on it
+    assert "transition" in rows[0]
+    assert len(rows) == 48  # 5-minute steps: the window is inferred as 300 s, so no gap is filled
+    shanghai = CliRunner().invoke(detect_bursts, ["--tz", "Asia/Shanghai"], input=NAB_LIKE)
+    assert shanghai.exit_code == 0, shanghai.output
+
+
+def test_unknown_tz_is_a_usage_error_naming_the_option() -> None:
+    result = CliRunner().invoke(detect_bursts, ["--tz", "Mars/Olympus"], input=NAB_LIKE)
+    assert result.exit_code == 2
+    assert "--tz" in result.output

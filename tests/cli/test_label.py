@@ -78,3 +78,61 @@ def test_missing_or_corrupt_db(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert str(junk) in result.stderr
     assert len(result.stderr.splitlines()) == 1
+
+
+def _xdb_files(tmp_path: Path) -> dict[str, Path]:
+    from tests.geodb_fixtures import write_ipdb_files, write_xdb_files
+
+    return {**write_xdb_files(tmp_path), **write_ipdb_files(tmp_path)}
+
+
+def test_an_xdb_file_and_an_ordered_list(tmp_path: Path, fixture_db_path: Path) -> None:
+    files = _xdb_files(tmp_path)
+    result = CliRunner().invoke(label, ["--db", str(files["old"]), "1.0.11.7", "1.0.16.7"])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == [
+        "1.0.11.7  HK  中国香港  Hong Kong  special_region",
+        "1.0.16.7  JP  日本  Japan  overseas",
+    ]
+    # 36.1.1.7 is in no xdb row: the mmdb behind answers
+    both = f"{files['v4']},{fixture_db_path}"
+    result = CliRunner().invoke(label, ["--db", both, "--json", "1.0.1.7", "36.1.1.7", "1.0.12.7"])
+    assert result.exit_code == 0, result.output
+    # 1.0.12.7: the xdb row says 0|0|0|0|0, so the mmdb behind answers there too
+    assert [json.loads(x)["code"] for x in result.output.splitlines()] == ["CN-GD", "US", "CN-XJ"]
+
+
+def test_explain_names_the_database_that_answered(tmp_path: Path, fixture_db_path: Path) -> None:
+    files = _xdb_files(tmp_path)
+    both = f"{files['v4']},{fixture_db_path}"
+    result = CliRunner().invoke(label, ["--db", both, "--explain", "1.0.1.7", "36.1.1.7", "10.1.1.1"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == "1.0.1.7  CN-GD  广东  Guangdong  domestic"
+    assert (
+        lines[1] == "  v4.xdb [xdb, ip2region-xdb-v3-IPv4 2026-01-01T00:00:00Z]: "
+        "中国|广东省|深圳市|电信|CN -> CN-GD  <- answered"
+    )
+    assert lines[2].startswith("  fixture.mmdb [mmdb, GeoIP2-City 2026-01-01T00:00:00Z]: country=CN")
+    assert lines[2].endswith("-> CN-GD")
+    us = lines.index("36.1.1.7  US  美国  United States  overseas")
+    assert (
+        lines[us + 1]
+        == "  v4.xdb [xdb, ip2region-xdb-v3-IPv4 2026-01-01T00:00:00Z]: 0|0|0|0|0 -> ZZ (not_found)"
+    )
+    assert lines[us + 2].endswith("-> US  <- answered")
+    assert "  answered by: the special-purpose ranges (before any database)" in lines
+
+    result = CliRunner().invoke(label, ["--db", both, "--explain", "--json", "36.1.1.7"])
+    out = json.loads(result.output)
+    assert out["answered_by"] == "fixture.mmdb"
+    assert [d["db"] for d in out["databases"]] == ["v4.xdb", "fixture.mmdb"]
+    assert out["databases"][0]["answer"] == "0|0|0|0|0"
+
+
+def test_unusable_file_in_the_list_exits_2(tmp_path: Path, fixture_db_path: Path) -> None:
+    bad = tmp_path / "bad.xdb"
+    bad.write_bytes(b"\x03\x00" + bytes(600_000))
+    result = CliRunner().invoke(label, ["--db", f"{fixture_db_path},{bad}", "1.0.1.7"])
+    assert result.exit_code == 2
+    assert str(bad) in result.output

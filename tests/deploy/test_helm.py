@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 import yaml
 
-from streams.settings import ENV_PREFIX, Settings, load_settings
+from streams.settings import ENV_PREFIX, SECRET_FILE_SETTINGS, Settings, load_settings
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "deploy" / "helm" / "shudi"
@@ -105,6 +105,20 @@ SCENARIOS: dict[str, Doc | Path] = {
         {
             "keda": {"enabled": True, "maxReplicaCount": 8},
             "kafka": {"securityProtocol": "SSL", "tls": {"caSecret": {"name": "cluster-ca-cert"}}},
+        },
+    ),
+    # Mutual TLS from a Strimzi-style user Secret (user.crt, user.key) with an encrypted key, KEDA included.
+    "mutual-tls": _merge(
+        REQUIRED,
+        {
+            "keda": {"enabled": True, "maxReplicaCount": 8},
+            "kafka": {
+                "securityProtocol": "SSL",
+                "tls": {
+                    "caSecret": {"name": "my-cluster-cluster-ca-cert"},
+                    "clientSecret": {"name": "shudi-tls", "keyPasswordKey": "user.password"},
+                },
+            },
         },
     ),
     "keda-plaintext": _merge(
@@ -548,8 +562,13 @@ def test_worker_env_names_are_real_settings_and_load(scenario: tuple[str, list[D
     known = {ENV_PREFIX + field.upper() for field in Settings.model_fields}
     shudi_names = {k for k in env if k.upper().startswith(ENV_PREFIX)}
     assert shudi_names <= known, f"{name}: not shudi settings: {sorted(shudi_names - known)}"
-    # The worker would start with this environment (names and values).
-    load_settings({k: v for k, v in env.items() if k in shudi_names})
+    # The worker would start with this environment (names and values); files mounted in the pod are not here,
+    # so a secret given as a file (SHUDI_<SECRET>_FILE) is checked with a placeholder secret.
+    loadable = {k: v for k, v in env.items() if k in shudi_names}
+    for secret in SECRET_FILE_SETTINGS:
+        if loadable.pop(f"{ENV_PREFIX}{secret.upper()}_FILE", None) is not None:
+            loadable[f"{ENV_PREFIX}{secret.upper()}"] = "<from the mounted Secret>"
+    load_settings(loadable)
     for container in pod_spec(docs)["containers"] + pod_spec(docs).get("initContainers", []):
         if container["name"] != "shudi":
             assert not [v for v in container.get("env", []) if v["name"].startswith(ENV_PREFIX)]
@@ -566,6 +585,11 @@ def test_every_setting_can_be_set_through_the_chart(helm: str) -> None:
         f"values.schema.json config names that are no setting: {config_names - fields}"
     )
     missing = {ENV_PREFIX + f.upper() for f in fields} - emitted
+    # A secret is set either from a variable or from a mounted file; the chart uses one of the two forms.
+    for secret in SECRET_FILE_SETTINGS:
+        pair = {f"{ENV_PREFIX}{secret.upper()}", f"{ENV_PREFIX}{secret.upper()}_FILE"}
+        if pair & emitted:
+            missing -= pair
     assert not missing, (
         f"settings the chart cannot set: {sorted(missing)}; add them to `config` in values.schema.json "
         "(or to the values the chart manages)"
@@ -681,7 +705,10 @@ def test_checksum_annotation_follows_the_config(helm: str, tmp_path: Path) -> No
     [
         (_merge({k: v for k, v in REQUIRED.items() if k != "kafka"}), "bootstrapServers"),
         (_merge(REQUIRED, {"kafka": {"bootstrapServers": ""}}), "bootstrapServers"),
-        (_merge({k: v for k, v in REQUIRED.items() if k != "image"}), "image"),
+        (
+            _merge(REQUIRED, {"kafka": {"tls": {"clientSecret": {"name": "shudi-tls"}}}}),
+            "kafka.tls.clientSecret",
+        ),
         (_merge(REQUIRED, {"config": {"geoip_dbb": "/x"}}), "geoip_dbb"),
         (_merge(REQUIRED, {"config": {"batch_size": 0}}), "batch_size"),
         (_merge(REQUIRED, {"geoip": {"source": "http"}}), "source"),
@@ -694,11 +721,17 @@ def test_checksum_annotation_follows_the_config(helm: str, tmp_path: Path) -> No
         ),
         (_merge(REQUIRED, {"extraEnv": [{"name": "SHUDI_BATCH_SIZE", "value": "1"}]}), "extraEnv"),
         (_merge(REQUIRED, {"config": {"data_dir": "/x"}}), "'data_dir'"),
+        (
+            _merge(
+                REQUIRED, {"geoip": {"source": "secret", "secret": {"name": "g"}, "extraFiles": ["a.xdb"]}}
+            ),
+            "extraFiles",
+        ),
     ],
     ids=[
         "no-bootstrap",
         "empty-bootstrap",
-        "no-image-tag",
+        "client-cert-without-tls",
         "unknown-setting",
         "bad-setting-value",
         "bad-geoip-source",
@@ -708,6 +741,7 @@ def test_checksum_annotation_follows_the_config(helm: str, tmp_path: Path) -> No
         "hpa-and-keda",
         "shudi-env-via-extraEnv",
         "managed-setting-in-config",
+        "extra-files-without-pvc",
     ],
 )
 def test_bad_values_are_rejected(helm: str, tmp_path: Path, values: Doc, message: str) -> None:
@@ -756,11 +790,22 @@ def test_geoip_sources(helm: str, source: str) -> None:
         assert [c["name"] for c in spec["containers"]] == ["shudi"]
 
 
+def test_geoip_several_files_from_one_volume(helm: str, tmp_path: Path) -> None:
+    values = _merge(REQUIRED, {"geoip": {"extraFiles": ["ip2region_v4.xdb", "ip2region_v6.xdb"]}})
+    docs = render(helm, _write_values(tmp_path, values))
+    (mount,) = [m for m in worker(docs)["volumeMounts"] if m["name"] == "geoip"]
+    d = mount["mountPath"]
+    assert (
+        worker_env(docs)["SHUDI_GEOIP_DB"]
+        == f"{d}/ip2region_v4.xdb,{d}/ip2region_v6.xdb,{d}/GeoLite2-City.mmdb"
+    )
+
+
 # --- scaling, disruption, network ---------------------------------------------------------------------------
 
 
 def test_keda_scales_on_the_enrich_group_lag(helm: str) -> None:
-    for name in ("production", "keda-ssl", "keda-plaintext"):
+    for name in ("production", "keda-ssl", "keda-plaintext", "mutual-tls"):
         docs = list(_render_scenario(helm, name))
         env = worker_env(docs)
         scaled = only(docs, "ScaledObject")
@@ -784,6 +829,35 @@ def test_keda_scales_on_the_enrich_group_lag(helm: str) -> None:
         else:
             (auth,) = auths
             assert trigger["authenticationRef"]["name"] == auth["metadata"]["name"]
+            parameters = {ref["parameter"] for ref in auth["spec"].get("secretTargetRef", [])}
+            assert ("cert" in parameters and "key" in parameters) == ("SHUDI_SSL_CERTFILE" in env)
+
+
+def test_image_tag_defaults_to_the_app_version(helm: str, tmp_path: Path) -> None:
+    """`helm install` with only the broker and the GeoIP volume given: the image is the chart's appVersion."""
+    values = _merge({k: v for k, v in REQUIRED.items() if k != "image"})
+    docs = render(helm, _write_values(tmp_path, values))
+    app_version = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
+    assert worker(docs)["image"] == f"ghcr.io/shudi/shudi:{app_version}"
+    digest = "sha256:" + "cd" * 32
+    docs = render(helm, _write_values(tmp_path, _merge(values, {"image": {"digest": digest}})))
+    assert worker(docs)["image"] == f"ghcr.io/shudi/shudi@{digest}"
+
+
+def test_mutual_tls_mounts_the_client_secret(helm: str) -> None:
+    docs = list(_render_scenario(helm, "mutual-tls"))
+    env = worker_env(docs)
+    mounts = {m["name"]: m for m in worker(docs)["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod_spec(docs)["volumes"]}
+    client = volumes["kafka-client"]["secret"]
+    assert client["secretName"] == "shudi-tls"
+    assert {i["key"] for i in client["items"]} == {"user.crt", "user.key", "user.password"}
+    where = mounts["kafka-client"]["mountPath"]
+    assert mounts["kafka-client"]["readOnly"]
+    assert env["SHUDI_SSL_CERTFILE"] == f"{where}/user.crt"
+    assert env["SHUDI_SSL_KEYFILE"] == f"{where}/user.key"
+    assert env["SHUDI_SSL_KEY_PASSWORD_FILE"] == f"{where}/user.password"
+    assert env["SHUDI_SSL_CAFILE"].startswith(mounts["kafka-ca"]["mountPath"] + "/")
 
 
 def test_hpa_and_fixed_replicas(helm: str) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from streams.devtools.mmdbbuild import build_demo_db, labelled_networks, sample_ips
-from streams.pipeline.geoip import Labeller, MmdbDatabase
+from streams.pipeline.geodb.labeller import Labeller
 
 
 @pytest.fixture(scope="module")
@@ -16,7 +16,7 @@ def demo_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_labelled_networks_label_as_the_labeller_does(demo_db: Path) -> None:
-    labeller = Labeller(MmdbDatabase.open(demo_db), 1024)
+    labeller = Labeller.open(demo_db, 1024)
     networks = list(labelled_networks(demo_db))
     assert len(networks) > 100
     for net, territory in networks[::50]:

@@ -14,7 +14,7 @@ import pytest
 from streams.devtools.sample import comment_text, sample_events, zipf_like
 from streams.pipeline.enrich import Enricher, InRecord
 from streams.pipeline.events import DEAD_LETTER_REASONS, InvalidEvent, decode_comment
-from streams.pipeline.geoip import Labeller, MmdbDatabase
+from streams.pipeline.geodb.labeller import Labeller
 from streams.pipeline.territory import parse_ip
 
 IPS = ["1.0.1.7", "36.0.1.7", "2400:da00::1", "9.9.9.9", "10.0.0.1", "1.0.8.7", "36.1.1.7"]
@@ -79,7 +79,7 @@ def test_bad_events_fail_decoding_unless_their_reason_is_the_address() -> None:
 
 def test_every_event_gets_exactly_its_reason_from_the_enricher(fixture_db_path: Path) -> None:
     events = list(sample_events(IPS, 3000, bad_fraction=0.2, seed=11))
-    enricher = Enricher(Labeller(MmdbDatabase.open(fixture_db_path), 1024), max_message_bytes=65_536)
+    enricher = Enricher(Labeller.open(fixture_db_path, 1024), max_message_bytes=65_536)
     records = [InRecord("comments", 0, i, None, e.value) for i, e in enumerate(events)]
     result = enricher.process_batch(records)
 

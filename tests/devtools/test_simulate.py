@@ -37,7 +37,7 @@ from streams.devtools.simulate import (
 )
 from streams.pipeline.enrich import Enricher, InRecord
 from streams.pipeline.events import DEAD_LETTER_REASONS, RFC3339_PATTERN, decode_comment
-from streams.pipeline.geoip import Labeller, MmdbDatabase
+from streams.pipeline.geodb.labeller import Labeller
 from streams.pipeline.territory import CHINA, PROVINCES, UNKNOWN, Territory
 
 START = datetime(2026, 11, 25, 0, 0, tzinfo=TZ_CN)  # a Wednesday midnight, Beijing time
@@ -56,7 +56,7 @@ def pool(demo_db: Path) -> TerritoryPool:
 
 @pytest.fixture(scope="module")
 def labeller(demo_db: Path) -> Labeller:
-    return Labeller(MmdbDatabase.open(demo_db), cache_size=1 << 16)
+    return Labeller.open(demo_db, cache_size=1 << 16)
 
 
 def run(
@@ -97,6 +97,22 @@ def test_addresses_label_back_to_their_territory(pool: TerritoryPool, labeller: 
                 ip = pool.draw(code, rng, ipv6=ipv6)
                 assert labeller.label(ip).territory.code == code, (code, ip)
                 assert (":" in ip) == ipv6  # the demo database has both families everywhere
+
+
+def test_pool_from_xdb_and_ipdb_files(tmp_path: Path) -> None:
+    # Any format, and an ordered list: addresses come from the compiled table's ranges per territory.
+    from tests.geodb_fixtures import write_ipdb_files, write_xdb_files
+
+    files = {**write_xdb_files(tmp_path), **write_ipdb_files(tmp_path)}
+    dbs = f"{files['v4']},{files['v6']},{files['free']}"
+    pool = TerritoryPool.from_db(dbs, seed=3)
+    assert {"CN-GD", "CN-BJ", "HK", "TW", "US", "JP", "CN-SH", "GB", "CN-ZJ"} <= set(pool.codes)
+    labeller = Labeller.open([files["v4"], files["v6"], files["free"]], 256)
+    rng = random.Random(5)
+    for code in pool.codes:
+        for _ in range(20):
+            ip = pool.draw(code, rng, ipv6=code in {"CN-SH", "GB"})
+            assert labeller.label(ip).territory.code == code, (code, ip)
 
 
 def test_addresses_are_deterministic_per_hash_and_spread(pool: TerritoryPool) -> None:
@@ -389,7 +405,7 @@ def test_the_enricher_labels_every_valid_event_as_its_territory(pool: TerritoryP
     _, events = run(
         pool, SimConfig(start=START, rate=2000.0, bad_fraction=0.03, seed=8), limit=5000, bursts=bursts
     )
-    enricher = Enricher(Labeller(MmdbDatabase.open(demo_db), 4096), max_message_bytes=65_536)
+    enricher = Enricher(Labeller.open(demo_db, 4096), max_message_bytes=65_536)
     records = [InRecord("comments", 0, i, e.key, e.value) for i, e in enumerate(events)]
     result = enricher.process_batch(records)
     dead = {

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from streams.cli.simulate import simulate
 from streams.devtools.mmdbbuild import build_demo_db
 from streams.pipeline.events import InvalidEvent, decode_comment
-from streams.pipeline.geoip import Labeller, MmdbDatabase
+from streams.pipeline.geodb.labeller import Labeller
 from streams.pipeline.territory import InvalidIP
 from streams.runtime.admin import create_topics
 from streams.testing import read_topics
@@ -49,7 +49,7 @@ def test_simulate_produces_exactly_the_requested_events(
 
     records = asyncio.run(read_topics(kafka_bootstrap, [topic], until=N_EVENTS, timeout=60, settle=2))
     assert len(records) == N_EVENTS
-    labeller = Labeller(MmdbDatabase.open(db), 4096)
+    labeller = Labeller.open(db, 4096)
     valid = bad = 0
     on_hot = 0
     territories: Counter[str] = Counter()

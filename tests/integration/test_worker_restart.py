@@ -29,7 +29,7 @@ from streams.cli.send import produce_lines
 from streams.devtools.mmdbbuild import build_demo_db, sample_ips
 from streams.devtools.sample import sample_events
 from streams.runtime.admin import create_topics
-from streams.testing import WorkerProcess
+from streams.testing import WorkerProcess, run_settings
 
 pytestmark = pytest.mark.integration
 
@@ -63,20 +63,17 @@ def demo_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def worker_settings(
     bootstrap: str, uid: str, db: Path, tmp_path: Path, batch_size: int = BATCH_SIZE
 ) -> dict[str, str]:
-    """As in test_enrichment_e2e.topic_settings, with the broker, a small batch and a shared data dir."""
-    return {
-        "SHUDI_BROKER": bootstrap,
-        "SHUDI_APP_ID": f"shudi-{uid}",
-        "SHUDI_INPUT_TOPIC": f"comments-{uid}",
-        "SHUDI_ENRICHED_TOPIC": f"comments.enriched-{uid}",
-        "SHUDI_DLQ_TOPIC": f"comments.dlq-{uid}",
-        "SHUDI_PARTITIONS": str(PARTITIONS),
-        "SHUDI_GEOIP_DB": str(db),
-        "SHUDI_BATCH_SIZE": str(batch_size),
-        "SHUDI_FLUSH_EVENTS": str(FLUSH_EVENTS),
+    """One run's settings with a small batch and a shared data dir."""
+    return run_settings(
+        bootstrap,
+        f"shudi-{uid}",
+        partitions=PARTITIONS,
+        SHUDI_GEOIP_DB=str(db),
+        SHUDI_BATCH_SIZE=str(batch_size),
+        SHUDI_FLUSH_EVENTS=str(FLUSH_EVENTS),
         # Every worker of a test gets the same data dir, as a restarted pod keeps its volume.
-        "SHUDI_DATA_DIR": str(tmp_path / "shudi-data"),
-    }
+        SHUDI_DATA_DIR=str(tmp_path / "shudi-data"),
+    )
 
 
 class EnrichedReader:

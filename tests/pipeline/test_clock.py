@@ -22,6 +22,7 @@ from streams.pipeline.clock import (
     counting_partition,
     decode_clock,
     encode_clock,
+    territory_totals,
     window_totals,
 )
 from streams.pipeline.events import (
@@ -203,9 +204,32 @@ def test_totals_accumulate_and_are_taken_once() -> None:
 
 
 def test_drop_totals_before() -> None:
-    clock = PartitionClock(totals={T0 - 60: 4, T0: 5, T0 + 60: 6})
+    clock = PartitionClock(
+        totals={T0 - 60: 4, T0: 5, T0 + 60: 6}, by_territory={T0 - 60: {"HK": 4}, T0: {"HK": 5}}
+    )
     clock.drop_totals_before(T0)
     assert clock.totals == {T0: 5, T0 + 60: 6}
+    assert clock.by_territory == {T0: {"HK": 5}}
+
+
+def test_totals_per_territory_accumulate_and_are_taken_once() -> None:
+    clock = PartitionClock()
+    clock.apply_tick(0, T0 + 10, [(T0, 5)], NOW, idle=False, by_territory=[(T0, "CN-GD", 3), (T0, "HK", 2)])
+    clock.apply_tick(1, T0 + 12, [(T0, 7)], NOW, idle=False, by_territory=[(T0, "CN-GD", 7)])
+    clock.apply_tick(1, T0 + 13, [(T0, 1)], NOW, idle=False)  # a tick without the breakdown adds nothing
+    assert clock.take_by_territory(T0) == {"CN-GD": 10, "HK": 2}
+    assert clock.take_by_territory(T0) == {}
+    assert decode_clock(encode_clock(clock)) == clock
+
+
+def test_territory_totals_are_the_batch_counts_per_window_and_territory() -> None:
+    windows = {
+        (GD, T0): Counter({"p1": 3, "p2": 4}),
+        (HK, T0): Counter({"p3": 2}),
+        (GD, T0 + 60): Counter({"p1": 1}),
+    }
+    assert territory_totals(windows) == [(T0, "CN-GD", 7), (T0, "HK", 2), (T0 + 60, "CN-GD", 1)]
+    assert sum(n for _, _, n in territory_totals(windows)) == sum(window_totals(windows).values())
 
 
 @given(

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from streams.devtools.sample import bad_event, comment
 from streams.pipeline.enrich import INVALID_IP_DETAIL, BatchResult, Enricher, InRecord
 from streams.pipeline.events import DEAD_LETTER_REASONS, decode_comment
-from streams.pipeline.geoip import Labeller, MmdbDatabase
+from streams.pipeline.geodb.labeller import Labeller, compile_files
 from streams.pipeline.territory import UNKNOWN, InvalidIP, Label, Territory, parse_ip
 from streams.pipeline.windows import WindowSpec
 from tests.geoip_fixtures import CASES, NOT_FOUND, Expected
@@ -69,7 +69,7 @@ def clock() -> float:
 
 @pytest.fixture
 def labeller(fixture_db_path: Path) -> Labeller:
-    return Labeller(MmdbDatabase.open(fixture_db_path), 1024)
+    return Labeller.open(fixture_db_path, 1024)
 
 
 @pytest.fixture
@@ -122,7 +122,7 @@ def test_enriched_output_carries_the_comment_fields(enricher: Enricher, labeller
     for name in ("event_id", "user_id", "post_id", "text", "platform", "lang"):
         assert obj[name] == src[name], name
     assert datetime.fromisoformat(obj["created_at"]) == datetime.fromisoformat(src["created_at"])
-    assert obj["db_build"] == labeller.db.build
+    assert obj["db_build"] == labeller.build == "GeoIP2-City 2026-01-01T00:00:00Z"
     assert obj["territory"]["code"] == "CN-GD"
 
 
@@ -368,7 +368,7 @@ def test_cache_stats_are_per_batch_across_a_swap(
     labeller: Labeller, enricher: Enricher, fixture_db_path: Path
 ) -> None:
     enricher.process_batch([rec(enc(good("1.0.1.7")))])
-    labeller.swap(MmdbDatabase.open(fixture_db_path))
+    labeller.swap(compile_files(fixture_db_path))
     s = enricher.process_batch([rec(enc(good("1.0.1.7"))), rec(enc(good("1.0.1.7")))]).stats
     assert (s.cache_hits, s.cache_misses) == (1, 1)
 
@@ -409,9 +409,7 @@ def _values(draw: st.DrawFn) -> bytes | None:
 def test_every_record_ends_up_in_exactly_one_output(
     fixture_db_path: Path, batch: list[tuple[bytes | None, bytes | None]]
 ) -> None:
-    enricher = Enricher(
-        Labeller(MmdbDatabase.open(fixture_db_path), 32), max_message_bytes=MAX_BYTES, clock=clock
-    )
+    enricher = Enricher(Labeller.open(fixture_db_path, 32), max_message_bytes=MAX_BYTES, clock=clock)
     records = [InRecord("t", 0, i, key, value, None) for i, (value, key) in enumerate(batch)]
     result = enricher.process_batch(records)
     assert len(result.enriched) + len(result.dead_letters) == len(records)

@@ -1,4 +1,4 @@
-"""streams.pipeline.geoip: labels from real .mmdb files, validation, the cache, hot reload."""
+"""Labels from real .mmdb files through the territory table: validation, the cache, hot reload."""
 
 from __future__ import annotations
 
@@ -13,20 +13,13 @@ import maxminddb
 import pytest
 
 from streams.devtools.mmdbbuild import build_city_mmdb, cn_record
-from streams.pipeline.geoip import (
-    DatabaseError,
-    DatabaseWatcher,
-    GeoDatabase,
-    Labeller,
-    MmdbDatabase,
-    RecordError,
-    ReloadResult,
-)
+from streams.pipeline.geodb import open_database
+from streams.pipeline.geodb.labeller import DatabaseWatcher, Labeller, ReloadResult, load
+from streams.pipeline.geoip import DatabaseError, GeoDatabase, MmdbDatabase, RecordError
 from streams.pipeline.territory import (
     UNKNOWN,
     InvalidIP,
     Label,
-    Location,
     Territory,
     label_location,
     parse_ip,
@@ -53,14 +46,14 @@ def fixture_db(fixture_db_path: Path) -> MmdbDatabase:
 @pytest.mark.parametrize(
     ("network", "ip", "want"), [(c[0], c[2], c[3]) for c in CASES], ids=[c[0] for c in CASES]
 )
-def test_fixture_answers(fixture_db: MmdbDatabase, network: str, ip: str, want: Expected | str) -> None:
-    assert Labeller(fixture_db, 16).label(ip) == _label(want)
+def test_fixture_answers(fixture_db_path: Path, network: str, ip: str, want: Expected | str) -> None:
+    assert Labeller.open(fixture_db_path, 16).label(ip) == _label(want)
 
 
-def test_fast_path_labels_as_the_full_path(fixture_db: MmdbDatabase) -> None:
-    # Dotted quads outside special ranges are looked up by their text (territory.public_v4); every other
-    # address goes through parse_ip, special_reason and an address object. Both must agree.
-    labeller = Labeller(fixture_db, 16)
+def test_fast_path_labels_as_the_full_path(fixture_db_path: Path, fixture_db: MmdbDatabase) -> None:
+    # Dotted quads are looked up by their text (no address object); every other address goes through
+    # parse_ip and an address object. Both must agree with the database read directly.
+    labeller = Labeller.open(fixture_db_path, 16)
     texts = [c[2] for c in CASES if "." in c[2] and ":" not in c[2]] + [
         ip for ip in NOT_FOUND if ":" not in ip
     ]
@@ -70,8 +63,8 @@ def test_fast_path_labels_as_the_full_path(fixture_db: MmdbDatabase) -> None:
         assert labeller.label(text) == label_location(fixture_db.locate(parse_ip(text))), text
 
 
-def test_fixture_misc(fixture_db: MmdbDatabase) -> None:
-    labeller = Labeller(fixture_db, 64)
+def test_fixture_misc(fixture_db_path: Path, fixture_db: MmdbDatabase) -> None:
+    labeller = Labeller.open(fixture_db_path, 64)
     for ip in NOT_FOUND:
         assert labeller.label(ip) == Label(UNKNOWN, "not_found"), ip
     assert labeller.label("::ffff:1.0.1.9") == labeller.label("1.0.1.9")
@@ -103,7 +96,7 @@ MAXMIND_ANSWERS = [
 @pytest.mark.parametrize("name", ["GeoIP2-City-Test.mmdb", "GeoLite2-City-Test.mmdb"])
 def test_maxmind_test_databases(maxmind_dir: Path, name: str) -> None:
     db = MmdbDatabase.open(maxmind_dir / name)
-    labeller = Labeller(db, 64)
+    labeller = Labeller.open(maxmind_dir / name, 64)
     for ip, code, zh, en, scope in MAXMIND_ANSWERS:
         t = labeller.label(ip).territory
         assert (t.code, t.name_zh, t.name_en, t.scope) == (code, zh, en, scope), ip
@@ -112,37 +105,26 @@ def test_maxmind_test_databases(maxmind_dir: Path, name: str) -> None:
 
 
 def test_maxmind_record_without_country(maxmind_dir: Path) -> None:
-    labeller = Labeller(MmdbDatabase.open(maxmind_dir / "GeoIP2-City-Test.mmdb"), 8)
+    labeller = Labeller.open(maxmind_dir / "GeoIP2-City-Test.mmdb", 8)
     assert labeller.label("2.3.3.1") == Label(UNKNOWN, "no_country")  # continent only
     assert labeller.label("214.1.1.1") == Label(UNKNOWN, "no_country")  # traits only
 
 
-def test_corrupt_record_gives_db_error(maxmind_dir: Path) -> None:
+def test_corrupt_record_refused_at_load(maxmind_dir: Path) -> None:
     path = maxmind_dir / "GeoIP2-City-Test-Broken-Double-Format.mmdb"
     with pytest.raises(DatabaseError, match="corrupt"):
         MmdbDatabase.open(path)  # validation catches it ...
-    # ... and if such a file is in use anyway, one bad record is db_error, not an exception
+    # ... and so does compiling the table, which reads every record: never a half-read table
     db = MmdbDatabase(path, maxminddb.open_database(str(path), maxminddb.MODE_AUTO))
-    labeller = Labeller(db, 8)
-    assert labeller.label("81.2.69.142") == Label(UNKNOWN, "db_error")
-    assert labeller.label("214.0.1.1").territory.code == "AU"  # intact records still read
-    assert labeller.label("2a02:d1c0::1").territory.code == "IT"
+    from streams.pipeline.geodb.mmdb import MmdbSource
+    from streams.pipeline.geodb.table import compile_table
 
-
-class _FailingDb:
-    path = Path("/nowhere.mmdb")
-    build = "Fake 2026-01-01T00:00:00Z"
-    build_epoch = 0
-
-    def locate(self, ip: object) -> Location | None:
-        raise RecordError("bad data")
-
-    def close(self) -> None:
-        pass
-
-
-def test_record_error_from_any_adapter() -> None:
-    assert Labeller(_FailingDb(), 8).label("1.2.3.4") == Label(UNKNOWN, "db_error")
+    with pytest.raises(DatabaseError, match="corrupt") as info:
+        compile_table([MmdbSource(db)])
+    assert info.value.path == path
+    # the reader itself still turns one bad record into RecordError (shudi label --explain uses it)
+    with pytest.raises(RecordError):
+        db.locate(parse_ip("81.2.69.142"))
 
 
 # --- opening -----------------------------------------------------------------------------------------------
@@ -164,7 +146,7 @@ def test_open_failures_name_the_path(tmp_path: Path, maxmind_dir: Path) -> None:
     }
     for path, reason in cases.items():
         with pytest.raises(DatabaseError) as info:
-            MmdbDatabase.open(path)
+            open_database(path)
         assert info.value.path == path
         assert reason in info.value.reason
         assert str(path) in str(info.value)
@@ -174,8 +156,8 @@ def test_open_failures_name_the_path(tmp_path: Path, maxmind_dir: Path) -> None:
 # --- the cache ---------------------------------------------------------------------------------------------
 
 
-def test_cache_counts_and_invalid_input(fixture_db: MmdbDatabase) -> None:
-    labeller = Labeller(fixture_db, 4)
+def test_cache_counts_and_invalid_input(fixture_db_path: Path) -> None:
+    labeller = Labeller.open(fixture_db_path, 4)
     for _ in range(3):
         assert labeller.label("1.0.1.7").territory.code == "CN-GD"
     s = labeller.stats()
@@ -191,7 +173,7 @@ def test_cache_counts_and_invalid_input(fixture_db: MmdbDatabase) -> None:
         labeller.label(f"1.0.2.{i}")
     assert labeller.stats().cached == 4  # bounded
     with pytest.raises(ValueError, match="cache_size"):
-        Labeller(fixture_db, 0)
+        Labeller.open(fixture_db_path, 0)
 
 
 # --- hot reload --------------------------------------------------------------------------------------------
@@ -214,21 +196,34 @@ def live(tmp_path: Path, fixture_db_path: Path) -> Path:
 FIRST_IP = CASES[0][2]
 
 
+def _watched(path: Path, cache_size: int, **options: object) -> tuple[Labeller, DatabaseWatcher]:
+    sources, table = load([path])
+    labeller = Labeller(table, cache_size)
+    return labeller, DatabaseWatcher(labeller, sources, **options)  # type: ignore[arg-type]
+
+
+def _check(watcher: DatabaseWatcher) -> ReloadResult | None:
+    """The one file's result of a check; None when nothing changed."""
+    results = watcher.check()
+    assert len(results) <= 1
+    return results[0] if results else None
+
+
 def test_reload_swaps_database_and_cache(live: Path, fixture_db_b_path: Path) -> None:
-    labeller = Labeller(MmdbDatabase.open(live), 128)
-    results: list[ReloadResult] = []
-    watcher = DatabaseWatcher(labeller, live, on_result=results.append)
+    labeller, watcher = _watched(live, 128)
     assert labeller.label(FIRST_IP).territory.code == "CN-GD"
-    assert watcher.check().status == "unchanged"
+    assert _check(watcher) is None
 
     _replace(fixture_db_b_path, live)
-    r = watcher.check()
-    assert (r.status, r.build_epoch, r.reason) == ("reloaded", BUILD_EPOCH_B, None)
+    r = _check(watcher)
+    assert r is not None
+    assert (r.status, r.db, r.build_epoch, r.reason) == ("reloaded", "live.mmdb", BUILD_EPOCH_B, None)
     assert r.build == "GeoIP2-City 2026-02-01T00:00:00Z"
     assert labeller.stats().cached == 0
     assert labeller.label(FIRST_IP) == _label(RELOADED_FIRST)
-    assert labeller.db.build_epoch == BUILD_EPOCH_B
-    assert watcher.check().status == "unchanged"
+    assert labeller.table.sources[0].build_epoch == BUILD_EPOCH_B
+    assert labeller.build == "GeoIP2-City 2026-02-01T00:00:00Z"
+    assert _check(watcher) is None
     assert labeller.stats().misses == 2  # counters survive the swap
     assert labeller.cache_counts() == (0, 2)
 
@@ -236,16 +231,16 @@ def test_reload_swaps_database_and_cache(live: Path, fixture_db_b_path: Path) ->
 def test_reload_keeps_old_database_on_corrupt_file(
     live: Path, tmp_path: Path, maxmind_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    labeller = Labeller(MmdbDatabase.open(live), 128)
-    watcher = DatabaseWatcher(labeller)
+    labeller, watcher = _watched(live, 128)
     labeller.label(FIRST_IP)
     for corrupt in (maxmind_dir / "GeoIP2-City-Test-Invalid-Node-Count.mmdb", tmp_path / "junk"):
         if not corrupt.exists():
             corrupt.write_bytes(b"junk" * 1000)
-        with caplog.at_level(logging.WARNING, logger="streams.pipeline.geoip"):
+        with caplog.at_level(logging.WARNING, logger="streams.pipeline.geodb.labeller"):
             caplog.clear()
             _replace(corrupt, live)
-            r = watcher.check()
+            r = _check(watcher)
+        assert r is not None
         assert r.status == "failed"
         assert r.build_epoch == BUILD_EPOCH_A
         assert r.reason is not None
@@ -256,27 +251,28 @@ def test_reload_keeps_old_database_on_corrupt_file(
         assert FIRST_IP not in message
         assert labeller.label(FIRST_IP).territory.code == "CN-GD"
         assert labeller.stats().hits >= 1  # cache kept
-        assert watcher.check().status == "unchanged"  # reported once per change
+        assert _check(watcher) is None  # reported once per change
 
 
 def test_reload_keeps_old_database_when_file_removed(live: Path, fixture_db_b_path: Path) -> None:
-    labeller = Labeller(MmdbDatabase.open(live), 128)
-    watcher = DatabaseWatcher(labeller)
+    labeller, watcher = _watched(live, 128)
     live.unlink()
-    r = watcher.check()
+    r = _check(watcher)
+    assert r is not None
     assert r.status == "failed"
     assert r.reason is not None
     assert "removed" in r.reason
-    assert watcher.check().status == "unchanged"
-    assert labeller.label(FIRST_IP).territory.code == "CN-GD"  # the old mmap is still valid
+    assert _check(watcher) is None
+    assert labeller.label(FIRST_IP).territory.code == "CN-GD"  # the table is in memory
     _replace(fixture_db_b_path, live)
-    assert watcher.check().status == "reloaded"
+    r = _check(watcher)
+    assert r is not None
+    assert r.status == "reloaded"
     assert labeller.label(FIRST_IP) == _label(RELOADED_FIRST)
 
 
 def test_reload_under_concurrent_lookups(live: Path, fixture_db_path: Path, fixture_db_b_path: Path) -> None:
-    labeller = Labeller(MmdbDatabase.open(live), 8)
-    watcher = DatabaseWatcher(labeller)
+    labeller, watcher = _watched(live, 8)
     allowed = {_label(CASES[0][3]), _label(RELOADED_FIRST)}
     stop = threading.Event()
     errors: list[BaseException] = []
@@ -297,7 +293,9 @@ def test_reload_under_concurrent_lookups(live: Path, fixture_db_path: Path, fixt
     try:
         for i in range(20):
             _replace(fixture_db_b_path if i % 2 == 0 else fixture_db_path, live)
-            assert watcher.check().status == "reloaded"
+            r = _check(watcher)
+            assert r is not None
+            assert r.status == "reloaded"
     finally:
         stop.set()
         t.join()
@@ -307,11 +305,10 @@ def test_reload_under_concurrent_lookups(live: Path, fixture_db_path: Path, fixt
 
 
 def test_watcher_run_reports_on_the_loop(live: Path, fixture_db_b_path: Path) -> None:
-    labeller = Labeller(MmdbDatabase.open(live), 8)
     results: list[ReloadResult] = []
+    labeller, watcher = _watched(live, 8, on_result=results.append)
 
     async def scenario() -> None:
-        watcher = DatabaseWatcher(labeller, on_result=results.append)
         task = asyncio.create_task(watcher.run(0.01))
         await asyncio.sleep(0.05)
         _replace(fixture_db_b_path, live)
@@ -335,7 +332,7 @@ def test_demo_db_and_sample_ips(tmp_path: Path) -> None:
     from streams.devtools.mmdbbuild import build_demo_db, build_synthetic_db, sample_ips
 
     demo = build_demo_db(tmp_path / "demo.mmdb")
-    labeller = Labeller(MmdbDatabase.open(demo), 1024)
+    labeller = Labeller.open(demo, 1024)
     for code in ("CN-GD", "CN-NM", "CN-XZ", "HK", "MO", "TW", "US", "JP", "CN"):
         ips = sample_ips(demo, code, 5, seed=3)
         assert len(ips) == 5
@@ -344,7 +341,7 @@ def test_demo_db_and_sample_ips(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="no network"):
         sample_ips(demo, "AQ", 1)
     syn = build_synthetic_db(tmp_path / "syn.mmdb", 2000, seed=5)
-    labeller = Labeller(MmdbDatabase.open(syn), 1024)
+    labeller = Labeller.open(syn, 1024)
     labels = [labeller.label(ip) for ip in sample_ips(syn, None, 500, seed=5)]
     assert all(lb.reason is None for lb in labels)
     assert sum(lb.territory.scope == "domestic" for lb in labels) > 200

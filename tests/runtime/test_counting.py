@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry
 from referencing import Registry, Resource
 
 import streams.runtime.counting
-from streams.pipeline.clock import count_deltas, window_totals
+from streams.pipeline.clock import count_deltas, territory_totals, window_totals
 from streams.pipeline.detector import GLOBAL_KEY
 from streams.pipeline.events import (
     BurstEvent,
@@ -66,7 +66,7 @@ LATECOMER_COUNT, LATECOMER_FROM = 30, 20  # XZ: 30 comments per window from wind
 
 HOUR = 60  # windows of steady traffic before the burst (one simulated hour)
 BURST_WINDOWS, BURST_FACTOR = 5, 8
-END = HOUR + BURST_WINDOWS + 6  # steady windows after the burst, so that it ends and its windows close
+END = HOUR + BURST_WINDOWS + 14  # steady windows after the burst, so that it ends and its windows close
 BURST_START = T0 + HOUR * W
 
 SCHEMAS = {name: load_schema(name) for name in ("enriched_comment", "burst", "territory_counts")}
@@ -210,15 +210,21 @@ class Sim:
             self.posts.setdefault((territory.code, start), Counter()).update(posts)
         self.clock.now += 1.0
         mark = self.event_time + BATCH_S - 0.5  # the latest created_at of the batch
-        self.tick(mark, sorted(window_totals(windows).items()), count_deltas(windows))
+        # As the enrichment stage does: only the global detector's partition gets totals per territory.
+        by_territory = territory_totals(windows) if self.partition == GLOBAL_PARTITION else []
+        self.tick(mark, sorted(window_totals(windows).items()), count_deltas(windows), by_territory)
         self.event_time += BATCH_S
 
     def tick(
-        self, mark: float, totals: list[tuple[int, int]], deltas: list[CountDelta] | None = None
+        self,
+        mark: float,
+        totals: list[tuple[int, int]],
+        deltas: list[CountDelta] | None = None,
+        by_territory: list[tuple[int, str, int]] | None = None,
     ) -> None:
         """A tick after the batch's deltas (none for a quiet flush) in a CountBatch, as enrichment sends."""
         before = self.mark
-        tick = Tick(source=SOURCE, watermark=mark, totals=totals)
+        tick = Tick(source=SOURCE, watermark=mark, totals=totals, by_territory=by_territory or [])
         self.feed(encode_count_message(CountBatch(deltas=deltas or [], ticks=[tick])))
         self.first_mark = mark if self.first_mark is None else self.first_mark
         self.mark = mark if before is None else max(before, mark)
@@ -319,8 +325,10 @@ def test_burst_events_for_a_regional_step(regional: Sim) -> None:
     assert [k for k, _ in regional.topic.sent] == [SH.code.encode()] * len(events)
 
     burst_end = BURST_START + BURST_WINDOWS * W  # first steady window after the burst
-    started_at = BURST_START + (params.on_windows - 1) * W  # reported on the on_windows-th hot window
-    ended_at = burst_end + (params.off_windows - 1) * W  # after off_windows cool windows
+    started_at = BURST_START  # reported on the first hot window
+    ended_at = int(events[-1].window_start.timestamp())
+    # after off_windows cool windows; the current rate (an EWMA of the counts) takes a few windows to fall
+    assert burst_end + (params.off_windows - 1) * W <= ended_at <= burst_end + (params.off_windows + 8) * W
     expected_starts = list(range(started_at, ended_at + W, W))
     assert [e.kind for e in events] == ["started"] + ["updated"] * (len(expected_starts) - 2) + ["ended"]
     assert [e.window_start for e in events] == [iso(s) for s in expected_starts]
@@ -338,8 +346,11 @@ def test_burst_events_for_a_regional_step(regional: Sim) -> None:
     assert started.count == BASE[SH] * BURST_FACTOR
     assert started.baseline == pytest.approx(BASE[SH], rel=0.02)  # learnt from the steady hour
     assert started.score is not None
-    assert started.score >= params.on_threshold
+    assert started.score >= params.own_threshold
+    assert started.share_score is not None
+    assert started.share_score >= params.on_threshold  # a regional burst is judged on its share
     assert events[-1].count == BASE[SH]
+    assert events[-1].kind == "ended"
 
 
 def test_burst_active_gauge_goes_one_then_zero(regional: Sim) -> None:
@@ -486,6 +497,30 @@ def test_restart_and_replay_send_no_second_started(loop: asyncio.AbstractEventLo
     assert compress(sim.active[SH.code]) == [None, 1.0, 0.0]
 
 
+def test_a_table_written_by_a_version_1_worker_is_taken_over(
+    loop: asyncio.AbstractEventLoop, clock: FakeClock
+) -> None:
+    # An upgrade: the detectors table holds states of detector version 1 (a different model, mid-burst).
+    topic, tables = FakeTopic(), Tables()
+    sim = Sim(new_detection(tables, topic), topic, clock, loop, REGIONAL_PARTITION)
+    run_regional(sim, range(5))
+    for code, territory in sim.territories.items():
+        v1 = {
+            "key": code, "last_window": T0 + 2 * W, "seen": 3, "level": 4.0, "disp": 0.01,
+            "share_seen": 3, "share_level": -1.5, "share_disp": 0.0, "season": [],
+            "recent": [[T0 + W, 3.3, 3.4]], "cool_run": 0, "active": True,
+            "burst_id": f"{code}@{T0 + W}", "burst_start": T0 + W, "burst_windows": 2, "v": 1,
+        }  # fmt: skip
+        record = {"partition": REGIONAL_PARTITION, "territory": territory, "state": v1}
+        tables.detectors[code.encode()] = msgspec.msgpack.encode(record)
+    _restart(sim, tables)
+    run_regional(sim, range(5, END))
+    started = [e for e in topic.events() if e.kind == "started"]
+    assert [(e.territory, e.burst_id) for e in started] == [(SH, f"{SH.code}@{BURST_START}")]
+    state = msgspec.msgpack.decode(tables.detectors[SH.code.encode()])["state"]
+    assert state["v"] == 2
+
+
 def test_restart_with_an_older_clock_does_not_fire_again(
     loop: asyncio.AbstractEventLoop, clock: FakeClock
 ) -> None:
@@ -567,6 +602,22 @@ def test_global_surge_gives_a_global_started_event(global_sim: Sim) -> None:
     assert key == GLOBAL_KEY.encode()
     validate_burst(raw)
     assert global_sim.counter("shudi_global_surges_started_total") == 1.0
+
+
+def test_one_province_x8_on_the_global_partition_is_regional_not_global(
+    loop: asyncio.AbstractEventLoop, clock: FakeClock
+) -> None:
+    # GD is a third of BASE's traffic: ×8 more than triples the total, yet it is one region's burst.
+    topic = FakeTopic()
+    sim = Sim(new_detection(Tables(), topic), topic, clock, loop, GLOBAL_PARTITION)
+    for n in range(END):
+        counts = dict(BASE)
+        if HOUR <= n < HOUR + BURST_WINDOWS:
+            counts[GD] = BASE[GD] * BURST_FACTOR
+        sim.window(counts)
+    started = [e for e in topic.events() if e.kind == "started"]
+    assert [(e.type, e.territory) for e in started] == [("regional", GD)]
+    assert sim.counter("shudi_global_surges_started_total") == 0.0
 
 
 def test_global_detector_does_not_start_on_empty_windows(

@@ -29,7 +29,7 @@ from prometheus_client import CollectorRegistry
 
 from streams.pipeline.enrich import Enricher, InRecord
 from streams.pipeline.events import decode_count_message
-from streams.pipeline.geoip import Labeller, MmdbDatabase
+from streams.pipeline.geodb.labeller import Labeller
 from streams.pipeline.territory import Label
 from streams.runtime.counting import window_spec
 from streams.runtime.enrichment import EnrichmentService, MissingTopicError, _Rebalance
@@ -283,7 +283,7 @@ def signals(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
 
 @pytest.fixture
 def labeller(fixture_db_path: Path) -> Labeller:
-    labeller = Labeller(MmdbDatabase.open(fixture_db_path), 1024)
+    labeller = Labeller.open(fixture_db_path, 1024)
     label = labeller.label
 
     def label_or_fail(ip: str) -> Label:

@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
 from streams.pipeline.enrich import BatchStats, Enricher, InRecord
 from streams.pipeline.events import DEAD_LETTER_REASONS
-from streams.pipeline.geoip import Labeller, MmdbDatabase, ReloadResult
+from streams.pipeline.geodb.labeller import Labeller, ReloadResult, compile_files
 from streams.pipeline.territory import UNKNOWN, UNKNOWN_REASONS, Territory
 from streams.runtime.metrics import HotHistogram, Metrics
 
@@ -36,9 +36,7 @@ def test_series_exist_at_zero_before_any_event(metrics: Metrics) -> None:
         assert value(metrics, "shudi_geoip_unknown_lookups_total", reason=unknown) == 0.0
     for result in ("hit", "miss"):
         assert value(metrics, "shudi_geoip_cache_lookups_total", result=result) == 0.0
-    for result in ("success", "failure"):
-        assert value(metrics, "shudi_geoip_database_reloads_total", result=result) == 0.0
-    assert value(metrics, "shudi_geoip_database_build_timestamp_seconds") == 0.0
+    # the per-database series exist once the table is known (observe_table, at start): see test_observe_table
     assert value(metrics, "shudi_geoip_lookup_seconds_count") == 0.0
     assert value(metrics, "shudi_batch_processing_seconds_count") == 0.0
 
@@ -64,7 +62,7 @@ def _enc(ip: str, n: int) -> bytes:
 
 
 def test_observe_batch_of_a_real_batch(metrics: Metrics, fixture_db_path: Path) -> None:
-    enricher = Enricher(Labeller(MmdbDatabase.open(fixture_db_path), 64), max_message_bytes=4096)
+    enricher = Enricher(Labeller.open(fixture_db_path, 64), max_message_bytes=4096)
     ips = ["1.0.1.7", "1.0.1.7", "36.0.1.7", "9.9.9.9", "10.0.0.1", "10.0.0.1"]
     values = [_enc(ip, i) for i, ip in enumerate(ips)] + [b"", None, b"{", _enc("127.1", 9)]
     records = [InRecord("t", 0, i, None, v) for i, v in enumerate(values)]
@@ -133,27 +131,43 @@ def test_observe_empty_batch_changes_nothing(metrics: Metrics) -> None:
 
 
 def test_observe_reload(metrics: Metrics) -> None:
-    metrics.observe_reload(ReloadResult("reloaded", "GeoIP2-City 2026-01-01T00:00:00Z", 1_767_225_600))
-    assert value(metrics, "shudi_geoip_database_reloads_total", result="success") == 1
-    assert value(metrics, "shudi_geoip_database_reloads_total", result="failure") == 0
-    assert value(metrics, "shudi_geoip_database_build_timestamp_seconds") == 1_767_225_600
+    db = "GeoLite2-City.mmdb"
+    metrics.observe_reload(ReloadResult("reloaded", db, "GeoIP2-City 2026-01-01T00:00:00Z", 1_767_225_600))
+    assert value(metrics, "shudi_geoip_database_reloads_total", db=db, result="success") == 1
+    assert value(metrics, "shudi_geoip_database_reloads_total", db=db, result="failure") == 0
+    assert value(metrics, "shudi_geoip_database_build_timestamp_seconds", db=db) == 1_767_225_600
 
     # failed: the old database stays in use, and its build is what the gauge shows
     metrics.observe_reload(
-        ReloadResult("failed", "GeoIP2-City 2026-01-01T00:00:00Z", 1_767_225_600, "corrupt")
+        ReloadResult("failed", db, "GeoIP2-City 2026-01-01T00:00:00Z", 1_767_225_600, "corrupt")
     )
-    assert value(metrics, "shudi_geoip_database_reloads_total", result="success") == 1
-    assert value(metrics, "shudi_geoip_database_reloads_total", result="failure") == 1
-    assert value(metrics, "shudi_geoip_database_build_timestamp_seconds") == 1_767_225_600
+    assert value(metrics, "shudi_geoip_database_reloads_total", db=db, result="success") == 1
+    assert value(metrics, "shudi_geoip_database_reloads_total", db=db, result="failure") == 1
+    assert value(metrics, "shudi_geoip_database_build_timestamp_seconds", db=db) == 1_767_225_600
 
-    metrics.observe_reload(ReloadResult("unchanged", "GeoIP2-City 2026-02-01T00:00:00Z", 1_769_904_000))
-    assert value(metrics, "shudi_geoip_database_reloads_total", result="success") == 1
-    assert value(metrics, "shudi_geoip_database_reloads_total", result="failure") == 1
-    assert value(metrics, "shudi_geoip_database_build_timestamp_seconds") == 1_767_225_600
+    metrics.observe_reload(ReloadResult("unchanged", db, "GeoIP2-City 2026-02-01T00:00:00Z", 1_769_904_000))
+    assert value(metrics, "shudi_geoip_database_reloads_total", db=db, result="success") == 1
+    assert value(metrics, "shudi_geoip_database_build_timestamp_seconds", db=db) == 1_767_225_600
 
-    metrics.observe_reload(ReloadResult("reloaded", "GeoIP2-City 2026-02-01T00:00:00Z", 1_769_904_000))
-    assert value(metrics, "shudi_geoip_database_reloads_total", result="success") == 2
-    assert value(metrics, "shudi_geoip_database_build_timestamp_seconds") == 1_769_904_000
+    metrics.observe_reload(ReloadResult("reloaded", db, "GeoIP2-City 2026-02-01T00:00:00Z", 1_769_904_000))
+    assert value(metrics, "shudi_geoip_database_reloads_total", db=db, result="success") == 2
+    assert value(metrics, "shudi_geoip_database_build_timestamp_seconds", db=db) == 1_769_904_000
+
+    # a second file has its own series
+    metrics.observe_reload(
+        ReloadResult("failed", "ip2region_v4.xdb", "ip2region-xdb-v3-IPv4 …", 7, "corrupt")
+    )
+    assert value(metrics, "shudi_geoip_database_reloads_total", db="ip2region_v4.xdb", result="failure") == 1
+    assert value(metrics, "shudi_geoip_database_reloads_total", db=db, result="failure") == 1
+
+
+def test_observe_table(metrics: Metrics, fixture_db_path: Path) -> None:
+    table = compile_files(fixture_db_path)
+    metrics.observe_table(table, ["fixture.mmdb"])
+    assert value(metrics, "shudi_geoip_database_build_timestamp_seconds", db="fixture.mmdb") == 1_767_225_600
+    assert value(metrics, "shudi_geoip_database_reloads_total", db="fixture.mmdb", result="failure") == 0
+    assert value(metrics, "shudi_geoip_table_ranges", family="4") == table.size[0]
+    assert value(metrics, "shudi_geoip_table_compile_seconds") == table.compile_seconds
 
 
 def test_lookup_histogram_observes_seconds(metrics: Metrics) -> None:

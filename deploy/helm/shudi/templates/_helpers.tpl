@@ -52,6 +52,11 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- end }}
 
+{{/* shudi's own image: the tag defaults to the chart's appVersion. */}}
+{{- define "shudi.image" -}}
+{{- include "shudi.imageRef" (dict "repository" .Values.image.repository "digest" .Values.image.digest "tag" (default .Chart.AppVersion .Values.image.tag)) }}
+{{- end }}
+
 {{/* An env value as text: whole numbers without exponent (Helm reads YAML numbers as float64). */}}
 {{- define "shudi.envValue" -}}
 {{- $v := . }}
@@ -82,6 +87,11 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 /etc/shudi/kafka-ca/{{ .Values.kafka.tls.caSecret.key }}
 {{- end }}
 
+{{/* Where the mutual-TLS client Secret is mounted. */}}
+{{- define "shudi.clientDir" -}}
+/etc/shudi/kafka-client
+{{- end }}
+
 {{/* The one place where settings the chart manages meet the free-form `config` map. */}}
 {{- define "shudi.env" -}}
 SHUDI_BROKER: {{ .Values.kafka.bootstrapServers | quote }}
@@ -100,7 +110,20 @@ SHUDI_SASL_USERNAME: {{ .Values.kafka.sasl.username | quote }}
 {{- if .Values.kafka.tls.caSecret.name }}
 SHUDI_SSL_CAFILE: {{ include "shudi.caFile" . | quote }}
 {{- end }}
-SHUDI_GEOIP_DB: {{ printf "%s/%s" (trimSuffix "/" .Values.geoip.mountPath) .Values.geoip.file | quote }}
+{{- with .Values.kafka.tls.clientSecret }}
+{{- if .name }}
+SHUDI_SSL_CERTFILE: {{ printf "%s/%s" (include "shudi.clientDir" $) .certKey | quote }}
+SHUDI_SSL_KEYFILE: {{ printf "%s/%s" (include "shudi.clientDir" $) .keyKey | quote }}
+{{- if .keyPasswordKey }}
+SHUDI_SSL_KEY_PASSWORD_FILE: {{ printf "%s/%s" (include "shudi.clientDir" $) .keyPasswordKey | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- $dir := trimSuffix "/" .Values.geoip.mountPath }}
+{{- $dbs := list }}
+{{- range (.Values.geoip.extraFiles | default list) }}{{ $dbs = append $dbs (printf "%s/%s" $dir .) }}{{ end }}
+{{- $dbs = append $dbs (printf "%s/%s" $dir .Values.geoip.file) }}
+SHUDI_GEOIP_DB: {{ join "," $dbs | quote }}
 SHUDI_GEOIP_RELOAD_INTERVAL_S: {{ include "shudi.envValue" .Values.geoip.reloadIntervalSeconds | quote }}
 SHUDI_METRICS_HOST: "0.0.0.0"
 SHUDI_METRICS_PORT: {{ include "shudi.envValue" .Values.metrics.port | quote }}
@@ -133,7 +156,10 @@ SHUDI_DATA_DIR: {{ .Values.dataDir.path | quote }}
 {{- if and $v.kafka.tls.caSecret.name (not (include "shudi.tlsEnabled" .)) }}
 {{- fail "kafka.tls.caSecret is set but kafka.securityProtocol is neither SSL nor SASL_SSL" }}
 {{- end }}
-{{- $managed := list "broker" "app_id" "input_topic" "partitions" "log_level" "store" "security_protocol" "sasl_mechanism" "sasl_username" "sasl_password" "ssl_cafile" "ip_hash_key" "geoip_db" "geoip_reload_interval_s" "metrics_host" "metrics_port" "data_dir" }}
+{{- if and $v.kafka.tls.clientSecret.name (not (include "shudi.tlsEnabled" .)) }}
+{{- fail "kafka.tls.clientSecret (mutual TLS) is set but kafka.securityProtocol is neither SSL nor SASL_SSL" }}
+{{- end }}
+{{- $managed := list "broker" "app_id" "input_topic" "partitions" "log_level" "store" "security_protocol" "sasl_mechanism" "sasl_username" "sasl_password" "sasl_password_file" "ssl_cafile" "ssl_certfile" "ssl_keyfile" "ssl_key_password" "ssl_key_password_file" "ip_hash_key" "ip_hash_key_file" "geoip_db" "geoip_reload_interval_s" "metrics_host" "metrics_port" "data_dir" }}
 {{- range $name, $_ := $v.config }}
 {{- if has (lower $name) $managed }}
 {{- fail (printf "config.%s is set by the chart from its own values (see values.yaml)" $name) }}
@@ -142,6 +168,9 @@ SHUDI_DATA_DIR: {{ .Values.dataDir.path | quote }}
 {{- $src := $v.geoip.source }}
 {{- if and (eq $src "pvc") (not $v.geoip.pvc.existingClaim) }}
 {{- fail "geoip.source=pvc needs geoip.pvc.existingClaim" }}
+{{- end }}
+{{- if and $v.geoip.extraFiles (ne $v.geoip.source "pvc") }}
+{{- fail "geoip.extraFiles needs geoip.source=pvc (a Secret or ConfigMap projects one file)" }}
 {{- end }}
 {{- if and (eq $src "secret") (not $v.geoip.secret.name) }}
 {{- fail "geoip.source=secret needs geoip.secret.name" }}
