@@ -172,12 +172,23 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     for the batch in flight at most ``BROKER_WAIT_S``; if the batch is still stuck, the partitions go
     without a flush (the batch's offsets are then not committed, or refused: it is delivered again)."""
 
-    def __init__(self, service: EnrichmentService) -> None:
+    def __init__(self, service: EnrichmentService, consumer: Any) -> None:
         self._service = service
+        # The consumer it listens for: one abandoned by a client reset may still call it (its coordination
+        # task lives on until it ends) and must not touch the state of its successor.
+        self._consumer = consumer
+
+    def _current(self) -> bool:
+        current = self._service.consumer is self._consumer
+        if not current:
+            log.info("rebalance callback of a replaced consumer ignored")
+        return current
 
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
         service = self._service
         revoked = list(revoked)
+        if not self._current():
+            return
         try:
             await acquire_within(service.batch_lock, service.broker_wait_s, "the batch in flight")
         except BrokerWaitTimeoutError as exc:
@@ -195,6 +206,8 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
             service.batch_lock.release()
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        if not self._current():
+            return
         try:
             await self._service.learn_offsets(assigned)
         except Exception as exc:  # noqa: BLE001 -- only the lag's base: known again after the next commit
@@ -253,7 +266,7 @@ class EnrichmentService(mode.Service):
         # aiokafka clients bind to the running loop (Faust's), so they are made here, not in __init__.
         await self._make_clients()
         await self._check_copartitioning()
-        self.consumer.subscribe([self.settings.input_topic], listener=_Rebalance(self))
+        self.consumer.subscribe([self.settings.input_topic], listener=_Rebalance(self, self.consumer))
         # Everything built so far (Faust's app, tables, the GeoIP reader) lives as long as the worker: keep
         # it out of the garbage collector's full passes, which otherwise walk it again and again while the
         # loop allocates a few objects per event.
@@ -405,7 +418,9 @@ class EnrichmentService(mode.Service):
                         raise
                     exc = failed
                 else:
-                    self.consumer.subscribe([self.settings.input_topic], listener=_Rebalance(self))
+                    self.consumer.subscribe(
+                        [self.settings.input_topic], listener=_Rebalance(self, self.consumer)
+                    )
                     self._reset_needed = None
                     return
             await self.sleep(min(2.0 ** (self._resets_in_a_row - 1), RESET_BACKOFF_MAX_S))
@@ -571,6 +586,8 @@ class EnrichmentService(mode.Service):
             return False
         tp = TopicPartition(self.settings.input_topic, partition)
         position = self._committed.get(tp)
+        if position is None:
+            return False  # not (or no longer) this consumer's: aiokafka's highwater() asserts it is assigned
         highwater = self.consumer.highwater(tp)
         return position is not None and highwater is not None and position >= highwater
 

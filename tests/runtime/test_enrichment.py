@@ -382,7 +382,9 @@ def test_a_rebalance_waits_for_the_batch_in_flight_then_commits_it(make_rig: Cal
         rig.producer.hold = True
         loop_task = asyncio.create_task(EnrichmentService._consume(rig.service))
         await asyncio.wait_for(rig.producer.in_flight.wait(), 5)
-        revoke = asyncio.create_task(_Rebalance(rig.service).on_partitions_revoked([TP0, TP1]))
+        revoke = asyncio.create_task(
+            _Rebalance(rig.service, rig.service.consumer).on_partitions_revoked([TP0, TP1])
+        )
         for _ in range(20):
             await asyncio.sleep(0)
         assert not revoke.done(), "a revocation must wait for the batch in flight"
@@ -571,7 +573,7 @@ def test_a_revocation_does_not_wait_forever_for_a_wedged_batch(make_rig: Callabl
         loop_task = asyncio.create_task(EnrichmentService._consume(rig.service))
         await asyncio.wait_for(rig.producer.in_flight.wait(), 5)
         rig.service.broker_wait_s = WAIT_S
-        await asyncio.wait_for(_Rebalance(rig.service).on_partitions_revoked([TP0]), 30)
+        await asyncio.wait_for(_Rebalance(rig.service, rig.service.consumer).on_partitions_revoked([TP0]), 30)
         assert wedged.commit_calls == 0
         assert rig.service._offsets == {}
         loop_task.cancel()
@@ -725,3 +727,24 @@ def test_a_client_call_that_ends_cancelled_resets_the_clients_instead_of_ending_
     rig, fresh = asyncio.run(scenario())
     assert fresh.commits == [{TP0: 2}]
     assert rig.value("shudi_enrichment_client_resets_total") == 1.0
+
+
+def test_the_rebalance_callbacks_of_a_replaced_consumer_are_ignored(make_rig: Callable[..., Rig]) -> None:
+    """After a client reset the abandoned consumer's coordination task may still revoke its partitions:
+    that must neither flush through (and ask the new consumer about partitions it was not assigned: seen,
+    aiokafka's ``highwater`` asserts, the worker stopped) nor forget the new consumer's partitions."""
+
+    async def scenario() -> Rig:
+        rig = make_rig()
+        old = _Rebalance(rig.service, rig.service.consumer)
+        await rig.service._process({TP0: good_records(TP0, range(3))})
+        rig.service.consumer = FakeConsumer(rig.service, rig.producer, [])  # what a reset leaves
+        rig.service._committed[TP0] = 0
+        await asyncio.wait_for(old.on_partitions_revoked([TP0]), 5)
+        await asyncio.wait_for(old.on_partitions_assigned([TP1]), 5)
+        return rig
+
+    rig = asyncio.run(scenario())
+    assert rig.service._committed == {TP0: 0}
+    assert rig.producer.to("territory.counts") == [], "nothing flushed for the old consumer"
+    assert rig.service._offsets == {TP0: 3}
