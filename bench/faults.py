@@ -44,8 +44,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import click
-from aiokafka import AIOKafkaConsumer
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
 
 from streams.cli.send import produce_lines
@@ -53,6 +51,7 @@ from streams.devtools import localkafka
 from streams.devtools.mmdbbuild import build_demo_db, sample_ips
 from streams.devtools.sample import SampleEvent, sample_events
 from streams.runtime.admin import create_topics
+from streams.runtime.kafka import KafkaConnection
 from streams.testing import WORKER_READY, WorkerProcess, free_port, run_settings
 
 Fault = Literal["none", "broker-kill", "broker-pause", "worker-kill", "rolling-restart"]
@@ -186,7 +185,7 @@ async def read_outputs(bootstrap: str, settings: dict[str, str], timeout: float 
         settings["SHUDI_COUNTS_TOPIC"],
         settings["SHUDI_BURSTS_TOPIC"],
     ]
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    consumer = KafkaConnection.plaintext(bootstrap).consumer(group_id=None, enable_auto_commit=False)
     await consumer.start()
     out = Outputs(Counter(), Counter(), [], Counter())
     try:
@@ -230,8 +229,9 @@ async def read_outputs(bootstrap: str, settings: dict[str, str], timeout: float 
 async def enrich_lag(bootstrap: str, settings: dict[str, str]) -> int | None:
     """Input records not yet committed by the enrichment group (None if it has committed nothing)."""
     group = f"{settings['SHUDI_APP_ID']}-enrich"
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, request_timeout_ms=10_000)
+    kafka = KafkaConnection.plaintext(bootstrap)
+    admin = kafka.admin(request_timeout_ms=10_000)
+    consumer = kafka.consumer(group_id=None, request_timeout_ms=10_000)
     await admin.start()
     await consumer.start()
     try:
@@ -248,7 +248,7 @@ async def enrich_lag(bootstrap: str, settings: dict[str, str]) -> int | None:
 
 
 async def count_enriched(bootstrap: str, topic: str) -> int:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, request_timeout_ms=10_000)
+    consumer = KafkaConnection.plaintext(bootstrap).consumer(group_id=None, request_timeout_ms=10_000)
     await consumer.start()
     try:
         parts = [TopicPartition(topic, p) for p in range(PARTITIONS)]
