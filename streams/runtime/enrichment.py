@@ -407,6 +407,12 @@ class EnrichmentService(mode.Service):
             async with self.batch_lock:
                 self.drop_pending()
                 self._committed.clear()
+                try:  # a deleted topic is fatal: tell at once, not after closing and remaking the clients
+                    await bounded(self._check_topics(), self.stop_step_s, "the topics' metadata")
+                except MissingTopicError:
+                    raise
+                except Exception:  # noqa: BLE001, S110 -- the broker may be away: checked again below
+                    pass
                 await self._close_clients(self.stop_step_s)
                 try:
                     await self._make_clients()
