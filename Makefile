@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: help venv demo test lint unit integration bench clean
+.PHONY: help venv demo test lint unit integration bench faults clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -35,6 +35,10 @@ test: lint  ## everything CI runs: lint, then the whole test suite on a real bro
 
 bench: venv  ## throughput benchmark on the local broker (not a test; prints figures)
 	$(BIN)/python -m bench.throughput
+
+faults: venv  ## the fault matrix on brokers of its own (README, Faults; ~10 min; not a test)
+	$(BIN)/python -m bench.faults --fault none --fault broker-kill --fault broker-pause --fault worker-kill \
+		--fault rolling-restart --kafka-version 4.1.1 --kafka-version 4.4.0
 
 clean:  ## remove the venv and local state (the Kafka jar cache stays in ~/.cache/shudi)
 	rm -rf $(VENV) var .mypy_cache .pytest_cache .ruff_cache

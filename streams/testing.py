@@ -191,16 +191,18 @@ class WorkerProcess(ChildProcess):
             body: bytes = resp.read()
         return body.decode()
 
-    def ready(self) -> bool:
-        return WORKER_READY in self.log()
+    def ready(self, times: int = 1) -> bool:
+        """Whether Faust logged ``times`` times that the worker is ready (a restart appends to the log)."""
+        return self.log().count(WORKER_READY) >= times
 
-    def wait_ready(self, timeout: float = 120.0) -> None:
-        """Until Faust logs that the worker is ready (partitions assigned, recovery done)."""
+    def wait_ready(self, timeout: float = 120.0, *, times: int = 1) -> None:
+        """Until Faust logs that the worker is ready (partitions assigned, recovery done); after a restart,
+        ``times`` is the number of starts so far."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.running():
                 raise AssertionError(f"worker exited with {self.returncode()}:\n{self.log()[-4000:]}")
-            if self.ready():
+            if self.ready(times):
                 return
             time.sleep(0.2)
         raise AssertionError(f"worker not ready after {timeout}s:\n{self.log()[-4000:]}")

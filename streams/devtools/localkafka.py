@@ -52,13 +52,15 @@ __all__ = [
     "cache_root",
     "ensure_jars",
     "kafka",
+    "kafka_version",
     "start",
     "status",
     "stop",
 ]
 
-# The only place the Kafka version lives; the cache directory is named after it so an upgrade
-# fetches into a fresh directory instead of mixing jars.
+# The only place the default Kafka version lives; the cache directory is named after the version so an
+# upgrade fetches into a fresh directory instead of mixing jars. ``KAFKA_LOCAL_VERSION`` picks another one
+# (the fault harness runs its rows on several): see :func:`kafka_version`.
 KAFKA_VERSION = "4.1.1"
 SCALA_VERSION = "2.13"
 # Kafka's jars log through slf4j 1.x; without a binding the broker logs nothing at all.
@@ -69,29 +71,29 @@ DEPENDENCY_PLUGIN_VERSION = "2.8"
 _MARKER = ".complete"
 _LOG_TAIL_LINES = 40
 
-_POM = f"""<?xml version="1.0" encoding="UTF-8"?>
+_POM = """<?xml version="1.0" encoding="UTF-8"?>
 <!-- Written by streams/devtools/localkafka.py: only used to fetch a Kafka broker's jars. -->
 <project xmlns="http://maven.apache.org/POM/4.0.0">
   <modelVersion>4.0.0</modelVersion>
   <groupId>shudi.local</groupId>
   <artifactId>kafka-broker-jars</artifactId>
-  <version>{KAFKA_VERSION}</version>
+  <version>{kafka_version}</version>
   <packaging>pom</packaging>
   <dependencies>
     <dependency>
       <groupId>org.apache.kafka</groupId>
-      <artifactId>kafka_{SCALA_VERSION}</artifactId>
-      <version>{KAFKA_VERSION}</version>
+      <artifactId>kafka_{scala_version}</artifactId>
+      <version>{kafka_version}</version>
     </dependency>
     <dependency>
       <groupId>org.apache.logging.log4j</groupId>
       <artifactId>log4j-slf4j-impl</artifactId>
-      <version>{LOG4J_VERSION}</version>
+      <version>{log4j_version}</version>
     </dependency>
     <dependency>
       <groupId>org.apache.logging.log4j</groupId>
       <artifactId>log4j-core</artifactId>
-      <version>{LOG4J_VERSION}</version>
+      <version>{log4j_version}</version>
     </dependency>
   </dependencies>
   <build>
@@ -99,7 +101,7 @@ _POM = f"""<?xml version="1.0" encoding="UTF-8"?>
       <plugin>
         <groupId>org.apache.maven.plugins</groupId>
         <artifactId>maven-dependency-plugin</artifactId>
-        <version>{DEPENDENCY_PLUGIN_VERSION}</version>
+        <version>{plugin_version}</version>
       </plugin>
     </plugins>
   </build>
@@ -119,6 +121,20 @@ rootLogger.appenderRef.stdout.ref = STDOUT
 logger.server.name = kafka.server
 logger.server.level = info
 """
+
+
+def kafka_version() -> str:
+    """The Kafka version of the local broker: ``$KAFKA_LOCAL_VERSION``, or :data:`KAFKA_VERSION`."""
+    return os.environ.get("KAFKA_LOCAL_VERSION") or KAFKA_VERSION
+
+
+def _pom(version: str) -> str:
+    return _POM.format(
+        kafka_version=version,
+        scala_version=SCALA_VERSION,
+        log4j_version=LOG4J_VERSION,
+        plugin_version=DEPENDENCY_PLUGIN_VERSION,
+    )
 
 
 class BrokerError(RuntimeError):
@@ -153,7 +169,7 @@ class Broker:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "kafka_version": KAFKA_VERSION,
+            "kafka_version": kafka_version(),
             "port": self.port,
             "controller_port": self.controller_port,
             "pid": self.pid,
@@ -181,7 +197,7 @@ def cache_root() -> Path:
     explicit = os.environ.get("KAFKA_LOCAL_CACHE")
     if explicit:
         return Path(explicit).expanduser()
-    return user_cache_dir() / f"kafka-{KAFKA_VERSION}"
+    return user_cache_dir() / f"kafka-{kafka_version()}"
 
 
 @contextlib.contextmanager
@@ -210,7 +226,7 @@ def ensure_jars(cache_dir: Path | None = None) -> Path:
         if marker.exists():  # another process finished the fetch while we waited
             return jars
         pom = root / "pom.xml"
-        pom.write_text(_POM)
+        pom.write_text(_pom(kafka_version()))
         # Fetch into a scratch dir and rename: an interrupted download never looks complete.
         # Leftovers of a killed fetch are safe to drop: we hold the lock.
         for stale in root.glob("jars.partial-*"):
@@ -230,10 +246,10 @@ def ensure_jars(cache_dir: Path | None = None) -> Path:
             shutil.rmtree(partial, ignore_errors=True)
             output = (result.stdout + result.stderr).strip().splitlines()[-_LOG_TAIL_LINES:]
             raise BrokerError(
-                f"fetching Kafka {KAFKA_VERSION} jars failed (exit {result.returncode}):\n"
+                f"fetching Kafka {kafka_version()} jars failed (exit {result.returncode}):\n"
                 + "\n".join(output)
             )
-        (partial / _MARKER).write_text(f"kafka {KAFKA_VERSION}\n")
+        (partial / _MARKER).write_text(f"kafka {kafka_version()}\n")
         shutil.rmtree(jars, ignore_errors=True)
         partial.rename(jars)
     return jars
@@ -625,7 +641,7 @@ def fetch() -> None:
     """Download the Kafka jars into the cache (done automatically by `start`)."""
     t0 = time.monotonic()
     jars = ensure_jars()
-    click.echo(f"Kafka {KAFKA_VERSION} jars in {jars} ({time.monotonic() - t0:.1f}s)")
+    click.echo(f"Kafka {kafka_version()} jars in {jars} ({time.monotonic() - t0:.1f}s)")
 
 
 _port_option = click.option("--port", default=9092, show_default=True, help="PLAINTEXT port on 127.0.0.1.")
@@ -671,7 +687,7 @@ def start_cmd(
     except BrokerError as exc:
         raise CommandError(str(exc), EXIT_FAILED) from exc
     click.echo(
-        f"Kafka {KAFKA_VERSION} ready on {broker.bootstrap} in {broker.startup_s:.1f}s "
+        f"Kafka {kafka_version()} ready on {broker.bootstrap} in {broker.startup_s:.1f}s "
         f"(pid {broker.pid}, log {broker.log_path})"
     )
     if broker.secure is not None:

@@ -33,6 +33,13 @@ from streams.pipeline.windows import WindowSpec
 log = logging.getLogger(__name__)
 
 INVALID_IP_DETAIL = "ip: not an IPv4 or IPv6 address in standard notation"
+# Most bytes of an input value, and of its key, a dead letter carries. Base64 makes them 4/3 as large and
+# the key also goes as the record's key, and a dead letter must stay under the producer's max_request_size
+# (≥ 1 MiB) and the broker's message.max.bytes (1 MiB by default): with the whole of a ~1 MB input value in
+# it, the send failed and the worker stopped and, restarted, met the same message again (a crash loop on one
+# poison pill). 384 KiB + 64 KiB come to ≈ 660 kB.
+MAX_DEAD_LETTER_ORIGINAL = 384 * 1024
+MAX_DEAD_LETTER_KEY = 64 * 1024
 
 
 class ConsumedRecord(Protocol):
@@ -247,12 +254,20 @@ class Enricher:
             offset=record.offset,
             timestamp_ms=record.timestamp,
         )
+        original, key = record.value, record.key
+        cut = MAX_DEAD_LETTER_ORIGINAL
+        if original is not None and len(original) > cut:
+            detail = f"original cut to its first {cut} of {len(original)} bytes; {detail}"
+            original = original[:cut]
+        if key is not None and len(key) > MAX_DEAD_LETTER_KEY:
+            detail = f"key cut to its first {MAX_DEAD_LETTER_KEY} of {len(key)} bytes; {detail}"
+            key = key[:MAX_DEAD_LETTER_KEY]
         value = encode_dead_letter(
             reason=reason,
             detail=detail,
-            original=record.value,
-            original_key=record.key,
+            original=original,
+            original_key=key,
             source=source,
             failed_at=now,
         )
-        return OutRecord(record.partition, record.key, value)
+        return OutRecord(record.partition, key, value)

@@ -16,7 +16,7 @@ from streams.pipeline.enrich import Enricher
 from streams.pipeline.geodb.labeller import DatabaseWatcher, Labeller, ReloadResult, db_names, load
 from streams.runtime.counting import register_detection_agent, window_spec
 from streams.runtime.enrichment import EnrichmentService
-from streams.runtime.health import Health
+from streams.runtime.health import Health, arm_stop_watchdog
 from streams.runtime.kafka import KafkaConnection
 from streams.runtime.metrics import Metrics
 from streams.settings import Settings
@@ -39,9 +39,13 @@ def worker_class(enrichment: EnrichmentService) -> type[faust.Worker]:
     """Faust's worker, telling the enrichment loop to stop taking batches as soon as a stop begins
     (SIGTERM, SIGINT or a fatal error), not when Faust's stop order reaches it."""
 
+    armed: list[object] = []  # the stop watchdog, once a stop began (health.arm_stop_watchdog)
+
     class Worker(faust.Worker):
         async def stop(self) -> None:
             enrichment.request_stop()
+            if not armed:
+                armed.append(arm_stop_watchdog())  # exits 70 (EXIT_FATAL) if Faust hangs
             await super().stop()
 
     return Worker

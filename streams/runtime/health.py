@@ -110,6 +110,29 @@ class _Handler(BaseHTTPRequestHandler):
         """Scrapes every few seconds would flood the log; stay quiet."""
 
 
+# Longest a worker may take to stop once a stop began (SIGTERM, SIGINT or a fatal error). The enrichment
+# loop's own stop is bounded (3 steps of 15 s), but Faust's is not: once, after a broker restart, a worker
+# stayed in Faust's "Wait for streams..." for good and had to be killed (-9). Past this deadline the process
+# exits anyway (what it had not committed is delivered again to the next worker: at-least-once).
+STOP_DEADLINE_S = 50.0
+
+
+def arm_stop_watchdog(deadline_s: float = STOP_DEADLINE_S, exit_code: int = 70) -> threading.Timer:
+    """Exit the process with ``exit_code`` if it is still alive ``deadline_s`` from now (a daemon thread:
+    it does not itself keep a process alive that exits on time)."""
+
+    def expire() -> None:
+        log.critical("the worker did not stop within %.0fs of the stop signal: exiting now", deadline_s)
+        logging.shutdown()
+        os._exit(exit_code)
+
+    timer = threading.Timer(deadline_s, expire)
+    timer.daemon = True
+    timer.name = "shudi-stop-watchdog"
+    timer.start()
+    return timer
+
+
 def serve(host: str, port: int, registry: CollectorRegistry, health: Health) -> ThreadingHTTPServer:
     """Serve /metrics, /healthz and /readyz from a daemon thread; returns the server (``.shutdown()``)."""
     handler = type("Handler", (_Handler,), {"registry": registry, "health": health})

@@ -156,6 +156,11 @@ class Metrics:
             "commit_failures",
             "Offset commits refused after a rebalance (the batch is delivered again: at-least-once).",
         )
+        self.client_resets = counter(
+            "enrichment_client_resets",
+            "Times the enrichment loop's Kafka clients were remade after a wait on the broker ran past its "
+            "bound (the batches since the last commit are delivered again).",
+        )
         self.last_batch = gauge(
             "last_batch_timestamp_seconds", "When the worker last finished a batch (Unix seconds)."
         )

@@ -19,7 +19,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streams.devtools.sample import bad_event, comment
-from streams.pipeline.enrich import INVALID_IP_DETAIL, BatchResult, Enricher, InRecord
+from streams.pipeline.enrich import (
+    INVALID_IP_DETAIL,
+    MAX_DEAD_LETTER_KEY,
+    MAX_DEAD_LETTER_ORIGINAL,
+    BatchResult,
+    Enricher,
+    InRecord,
+)
 from streams.pipeline.events import DEAD_LETTER_REASONS, decode_comment
 from streams.pipeline.geodb.labeller import Labeller, compile_files
 from streams.pipeline.territory import UNKNOWN, InvalidIP, Label, Territory, parse_ip
@@ -564,3 +571,24 @@ def test_a_comment_far_ahead_of_the_clock_is_enriched_but_moves_no_window(labell
     # Without the limit (0), the year-ahead comment counts and moves the watermark: the old behaviour.
     unlimited = Enricher(labeller, max_message_bytes=MAX_BYTES, windows=WindowSpec(60, 60, 0), clock=clock)
     assert unlimited.process_batch(records).watermarks == {PARTITION: float(int(times[2]))}
+
+
+def test_a_huge_value_and_key_are_dead_lettered_within_a_producible_size(enricher: Enricher) -> None:
+    """A ~1 MB value (the broker's default limit lets it in) with a huge key: the dead letter keeps their
+    first MAX_DEAD_LETTER_ORIGINAL bytes and says so, and stays under 1 MiB, what the producer and the
+    broker take. With the whole value (1.33 MB in base64) the send failed and the worker stopped, over
+    and over on the same message."""
+    value = b"{" + b"x" * 999_998 + b"}"
+    key = b"k" * 700_000
+    result = enricher.process_batch([InRecord(TOPIC, PARTITION, 7, key, value)])
+    assert result.enriched == []
+    [dead] = result.dead_letters
+    assert dead.key is not None
+    assert len(dead.value) + len(dead.key) < 1 << 20
+    assert len(dead.key) == MAX_DEAD_LETTER_KEY
+    body = json.loads(dead.value)
+    assert body["reason"] == "too_large"
+    assert base64.b64decode(body["original_b64"]) == value[:MAX_DEAD_LETTER_ORIGINAL]
+    assert base64.b64decode(body["original_key_b64"]) == key[:MAX_DEAD_LETTER_KEY]
+    assert "original cut to its first" in body["detail"]
+    assert body["source"]["offset"] == 7

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka.errors import CommitFailedError, KafkaTimeoutError
+from aiokafka.errors import CommitFailedError, KafkaTimeoutError, TopicAuthorizationFailedError
 from aiokafka.structs import TopicPartition
 from prometheus_client import CollectorRegistry
 
@@ -32,7 +32,7 @@ from streams.pipeline.events import decode_count_message
 from streams.pipeline.geodb.labeller import Labeller
 from streams.pipeline.territory import Label
 from streams.runtime.counting import window_spec
-from streams.runtime.enrichment import EnrichmentService, _Rebalance
+from streams.runtime.enrichment import EnrichmentService, MissingTopicError, _Rebalance
 from streams.runtime.health import Health
 from streams.runtime.metrics import Metrics
 from streams.settings import Settings
@@ -223,6 +223,9 @@ class FakeConsumer:
     async def beginning_offsets(self, tps: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
         return dict.fromkeys(tps, 0)
 
+    def subscribe(self, topics: list[str], *, listener: object) -> None:
+        self.subscribed = topics
+
     async def stop(self) -> None:
         pass
 
@@ -379,7 +382,9 @@ def test_a_rebalance_waits_for_the_batch_in_flight_then_commits_it(make_rig: Cal
         rig.producer.hold = True
         loop_task = asyncio.create_task(EnrichmentService._consume(rig.service))
         await asyncio.wait_for(rig.producer.in_flight.wait(), 5)
-        revoke = asyncio.create_task(_Rebalance(rig.service).on_partitions_revoked([TP0, TP1]))
+        revoke = asyncio.create_task(
+            _Rebalance(rig.service, rig.service.consumer).on_partitions_revoked([TP0, TP1])
+        )
         for _ in range(20):
             await asyncio.sleep(0)
         assert not revoke.done(), "a revocation must wait for the batch in flight"
@@ -433,7 +438,7 @@ def test_a_commit_refused_after_a_rebalance_leaves_the_batch_to_be_delivered_aga
 def test_a_send_failure_is_fatal_and_nothing_past_it_is_committed(
     make_rig: Callable[..., Rig], signals: list[tuple[int, int]]
 ) -> None:
-    """The broker stops acknowledging (beyond the producer's retries) during the second batch: the worker
+    """The broker refuses the second batch for good (a non-retriable error: here the topic's ACL): the worker
     is marked fatal (``/healthz`` fails, SIGTERM to itself, exit 70), and no commit passes the first batch,
     not even the final flush of the stop that follows."""
 
@@ -442,7 +447,7 @@ def test_a_send_failure_is_fatal_and_nothing_past_it_is_committed(
         rig.consumer.script.extend(
             [
                 {TP0: good_records(TP0, range(3)), TP1: good_records(TP1, range(2))},
-                lambda: setattr(rig.producer, "fail", KafkaTimeoutError()),
+                lambda: setattr(rig.producer, "fail", TopicAuthorizationFailedError()),
                 {TP0: good_records(TP0, range(3, 7))},
             ]
         )
@@ -453,6 +458,293 @@ def test_a_send_failure_is_fatal_and_nothing_past_it_is_committed(
 
     rig = asyncio.run(scenario())
     assert signals == [(os.getpid(), signal.SIGTERM)]
-    assert rig.health.liveness() == (False, "fatal: enrichment loop: KafkaTimeoutError")
+    assert rig.health.liveness() == (False, "fatal: enrichment loop: TopicAuthorizationFailedError")
     assert rig.consumer.commits == [{TP0: 3, TP1: 2}]
     assert rig.value("shudi_events_total", outcome="enriched") == 5, "the failed batch is not counted"
+
+
+# --- bounded waits: a wedged client never hangs the loop, a revocation or a stop ---------------------------
+
+WAIT_S = 0.3  # the rigs' bound on a broker wait; the tests below wait on events, not on this clock
+
+
+class WedgedConsumer(FakeConsumer):
+    """A commit that never answers (aiokafka after a broker restart: its coordinator never comes back),
+    and a ``stop`` that never returns either, not even when cancelled once (aiokafka's does not end
+    under cancellation while its coordination task is wedged)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.wedged = True
+        self.commit_calls = 0
+
+    async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+        self.commit_calls += 1
+        if self.wedged:
+            await asyncio.Event().wait()
+        await super().commit(offsets)
+
+    async def stop(self) -> None:
+        if self.wedged:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                await asyncio.Event().wait()  # the first cancellation is ignored; asyncio.run's is not
+
+
+def wedged_rig(make_rig: Callable[..., Rig], script: Iterable[Step] = ()) -> tuple[Rig, WedgedConsumer]:
+    rig = make_rig(flush_events=1)
+    wedged = WedgedConsumer(rig.service, rig.producer, script)
+    rig.consumer = rig.service.consumer = wedged
+    rig.service.broker_wait_s = rig.service.stop_step_s = WAIT_S
+    return rig, wedged
+
+
+def test_a_commit_that_never_answers_resets_the_clients_and_the_batch_comes_again(
+    make_rig: Callable[..., Rig],
+) -> None:
+    """The loop gives up on the commit after its bound, counts a reset, makes new clients (here: a healthy
+    consumer that hands the same batch out again, as the broker would redeliver it) and commits that."""
+    batch = {TP0: good_records(TP0, range(4))}
+
+    async def scenario() -> tuple[Rig, WedgedConsumer, FakeConsumer]:
+        rig, wedged = wedged_rig(make_rig, [batch])
+        fresh = FakeConsumer(rig.service, rig.producer, [batch])
+
+        async def make_clients() -> None:
+            rig.service.consumer = fresh
+
+        rig.service._make_clients = make_clients  # type: ignore[method-assign]
+        rig.service._check_topics = _no_check  # type: ignore[method-assign]
+        await asyncio.wait_for(EnrichmentService._consume(rig.service), 30)
+        await asyncio.wait_for(rig.service.on_stop(), 30)
+        return rig, wedged, fresh
+
+    rig, wedged, fresh = asyncio.run(scenario())
+    assert wedged.commit_calls == 1
+    assert wedged.commits == [], "the wedged consumer committed nothing"
+    assert fresh.commits == [{TP0: 4}]
+    assert rig.value("shudi_enrichment_client_resets_total") == 1.0
+    assert rig.health.fatal is None
+    enriched = Counter(json.loads(p.value)["event_id"] for p in rig.producer.to("comments.enriched"))
+    assert set(enriched.values()) == {2}, "delivered twice: once before the reset, once after"
+
+
+def test_resets_in_a_row_without_a_batch_stop_the_worker(
+    make_rig: Callable[..., Rig], signals: list[tuple[int, int]]
+) -> None:
+    async def scenario() -> Rig:
+        rig, wedged = wedged_rig(make_rig, [{TP0: good_records(TP0, range(2))}])
+        resets: list[int] = []
+
+        async def make_clients() -> None:
+            resets.append(1)  # the consumer stays the wedged one
+
+        rig.service._make_clients = make_clients  # type: ignore[method-assign]
+        rig.service._check_topics = _no_check  # type: ignore[method-assign]
+        wedged.getmany = _wedged_getmany  # type: ignore[method-assign]
+        await asyncio.wait_for(EnrichmentService._consume(rig.service), 60)
+        return rig
+
+    rig = asyncio.run(scenario())
+    assert signals == [(os.getpid(), signal.SIGTERM)]
+    assert rig.health.fatal is not None
+    assert rig.health.fatal.startswith("enrichment loop: RuntimeError")
+
+
+async def _no_check() -> None:
+    pass
+
+
+async def _wedged_getmany(*, timeout_ms: int, max_records: int) -> dict[TopicPartition, list[InRecord]]:
+    await asyncio.Event().wait()
+    return {}
+
+
+def test_a_revocation_does_not_wait_forever_for_a_wedged_batch(make_rig: Callable[..., Rig]) -> None:
+    """The batch in flight waits for acknowledgements that never come. The revocation (aiokafka's group
+    coordination task, which must go on to rejoin the group) returns after its bound, forgets the
+    partitions and commits nothing."""
+
+    async def scenario() -> None:
+        rig, wedged = wedged_rig(make_rig, [{TP0: good_records(TP0, range(3))}])
+        rig.service.broker_wait_s = 3600.0  # the batch's own wait is not the one under test
+        rig.producer.hold = True
+        loop_task = asyncio.create_task(EnrichmentService._consume(rig.service))
+        await asyncio.wait_for(rig.producer.in_flight.wait(), 5)
+        rig.service.broker_wait_s = WAIT_S
+        await asyncio.wait_for(_Rebalance(rig.service, rig.service.consumer).on_partitions_revoked([TP0]), 30)
+        assert wedged.commit_calls == 0
+        assert rig.service._offsets == {}
+        loop_task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await loop_task
+
+    asyncio.run(scenario())
+
+
+def test_a_stop_ends_in_bounded_time_with_a_wedged_batch_and_consumer(make_rig: Callable[..., Rig]) -> None:
+    """SIGTERM while a batch waits for acknowledgements that never come and the consumer's ``stop`` hangs:
+    ``on_stop`` still returns (each step bounded), and nothing is committed."""
+
+    async def scenario() -> WedgedConsumer:
+        rig, wedged = wedged_rig(make_rig, [{TP0: good_records(TP0, range(3))}])
+        rig.service.broker_wait_s = 3600.0
+        rig.producer.hold = True
+        loop_task = asyncio.create_task(EnrichmentService._consume(rig.service))
+        await asyncio.wait_for(rig.producer.in_flight.wait(), 5)
+        rig.service.request_stop()
+        await asyncio.wait_for(rig.service.on_stop(), 30)
+        loop_task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await loop_task
+        return wedged
+
+    assert asyncio.run(scenario()).commit_calls == 0
+
+
+def test_a_batch_the_broker_times_out_resets_the_clients_instead_of_stopping_the_worker(
+    make_rig: Callable[..., Rig], signals: list[tuple[int, int]]
+) -> None:
+    """The broker is away longer than the producer's request timeout (a restart, a pause): the batch fails
+    with KafkaTimeoutError. That is the broker's passing state, not a fault: new clients, the batch again."""
+    batch = {TP0: good_records(TP0, range(3))}
+
+    async def scenario() -> tuple[Rig, FakeConsumer]:
+        rig = make_rig(flush_events=1)
+        rig.producer.fail = KafkaTimeoutError()
+        rig.consumer.script.append(batch)
+        producer = FakeProducer()  # the new clients, once the broker is back
+        fresh = FakeConsumer(rig.service, producer, [batch])
+
+        async def make_clients() -> None:
+            rig.service.consumer, rig.service.producer = fresh, producer
+
+        rig.service._make_clients = make_clients  # type: ignore[method-assign]
+        rig.service._check_topics = _no_check  # type: ignore[method-assign]
+        await asyncio.wait_for(EnrichmentService._consume(rig.service), 30)
+        await asyncio.wait_for(rig.service.on_stop(), 30)
+        return rig, fresh
+
+    rig, fresh = asyncio.run(scenario())
+    assert signals == []
+    assert rig.health.fatal is None
+    assert fresh.commits == [{TP0: 3}]
+    assert rig.value("shudi_enrichment_client_resets_total") == 1.0
+
+
+def test_a_missing_output_topic_found_by_a_reset_is_fatal(
+    make_rig: Callable[..., Rig], signals: list[tuple[int, int]]
+) -> None:
+    """The output topic deleted: the batch times out like a broker away, but the new clients find the topic
+    missing from the cluster, and the worker stops (exit 70) instead of retrying."""
+
+    async def scenario() -> Rig:
+        rig = make_rig(flush_events=1)
+        rig.producer.fail = KafkaTimeoutError()
+        rig.consumer.script.append({TP0: good_records(TP0, range(3))})
+
+        async def make_clients() -> None:
+            pass
+
+        async def missing() -> None:
+            raise MissingTopicError("topics missing from the cluster: comments.enriched")
+
+        rig.service._make_clients = make_clients  # type: ignore[method-assign]
+        rig.service._check_topics = missing  # type: ignore[method-assign]
+        await asyncio.wait_for(EnrichmentService._consume(rig.service), 30)
+        return rig
+
+    rig = asyncio.run(scenario())
+    assert signals == [(os.getpid(), signal.SIGTERM)]
+    assert rig.health.liveness() == (False, "fatal: enrichment loop: MissingTopicError")
+
+
+def test_a_tick_flush_the_broker_fails_commits_nothing_until_the_clients_are_reset(
+    make_rig: Callable[..., Rig],
+) -> None:
+    """The counts of a tick's flush are refused (the broker went away): those counts are gone, so no later
+    flush may commit the batch they belong to. The consuming loop resets the clients first, and the batch
+    comes again (and is counted) before anything is committed."""
+    batch = {TP0: good_records(TP0, range(3))}
+
+    async def scenario() -> tuple[Rig, FakeConsumer]:
+        rig = make_rig(tick_interval_s=0.01)  # flush_events stays large: only ticks flush
+        await rig.service._process(batch)
+        rig.consumer.handed_out = dict(batch)
+        rig.producer.fail = KafkaTimeoutError()
+        tick = asyncio.create_task(EnrichmentService._tick(rig.service))
+        while rig.service._reset_needed is None:  # noqa: ASYNC110 -- a flag the service sets, no event
+            await asyncio.sleep(0.01)
+        rig.producer.fail = None  # the broker is back: a later flush would succeed, and must not commit
+        await rig.service.flush()
+        assert rig.consumer.commits == []
+        producer = FakeProducer()
+        fresh = FakeConsumer(rig.service, producer, [batch])
+
+        async def make_clients() -> None:
+            rig.service.consumer, rig.service.producer = fresh, producer
+
+        rig.service._make_clients = make_clients  # type: ignore[method-assign]
+        rig.service._check_topics = _no_check  # type: ignore[method-assign]
+        await asyncio.wait_for(EnrichmentService._consume(rig.service), 30)
+        tick.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await tick
+        await asyncio.wait_for(rig.service.on_stop(), 30)
+        return rig, fresh
+
+    rig, fresh = asyncio.run(scenario())
+    assert rig.consumer.commits == []
+    assert fresh.commits[-1] == {TP0: 3}
+    assert rig.health.fatal is None
+
+
+def test_a_client_call_that_ends_cancelled_resets_the_clients_instead_of_ending_the_loop(
+    make_rig: Callable[..., Rig],
+) -> None:
+    """After a broker restart an aiokafka call came back *cancelled* although nobody cancelled the loop: the
+    consuming task ended without a word and the worker lived on without consuming. It is a wedged client:
+    the loop resets the clients and goes on."""
+    batch = {TP0: good_records(TP0, range(2))}
+
+    async def cancelled_fetch(*, timeout_ms: int, max_records: int) -> dict[TopicPartition, list[InRecord]]:
+        raise asyncio.CancelledError
+
+    async def scenario() -> tuple[Rig, FakeConsumer]:
+        rig = make_rig(flush_events=1)
+        rig.consumer.getmany = cancelled_fetch  # type: ignore[method-assign]
+        fresh = FakeConsumer(rig.service, rig.producer, [batch])
+
+        async def make_clients() -> None:
+            rig.service.consumer = fresh
+
+        rig.service._make_clients = make_clients  # type: ignore[method-assign]
+        rig.service._check_topics = _no_check  # type: ignore[method-assign]
+        await asyncio.wait_for(EnrichmentService._consume(rig.service), 30)
+        return rig, fresh
+
+    rig, fresh = asyncio.run(scenario())
+    assert fresh.commits == [{TP0: 2}]
+    assert rig.value("shudi_enrichment_client_resets_total") == 1.0
+
+
+def test_the_rebalance_callbacks_of_a_replaced_consumer_are_ignored(make_rig: Callable[..., Rig]) -> None:
+    """After a client reset the abandoned consumer's coordination task may still revoke its partitions:
+    that must neither flush through (and ask the new consumer about partitions it was not assigned: seen,
+    aiokafka's ``highwater`` asserts, the worker stopped) nor forget the new consumer's partitions."""
+
+    async def scenario() -> Rig:
+        rig = make_rig()
+        old = _Rebalance(rig.service, rig.service.consumer)
+        await rig.service._process({TP0: good_records(TP0, range(3))})
+        rig.service.consumer = FakeConsumer(rig.service, rig.producer, [])  # what a reset leaves
+        rig.service._committed[TP0] = 0
+        await asyncio.wait_for(old.on_partitions_revoked([TP0]), 5)
+        await asyncio.wait_for(old.on_partitions_assigned([TP1]), 5)
+        return rig
+
+    rig = asyncio.run(scenario())
+    assert rig.service._committed == {TP0: 0}
+    assert rig.producer.to("territory.counts") == [], "nothing flushed for the old consumer"
+    assert rig.service._offsets == {TP0: 3}

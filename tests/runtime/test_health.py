@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -244,3 +246,28 @@ def test_stop_worker_fails_liveness_and_signals_the_worker_to_stop(monkeypatch: 
     health.stop_worker("counting agent", TypeError("boom"))
     assert health.liveness() == (False, "fatal: counting agent: TypeError")
     assert signals == [(os.getpid(), signal.SIGTERM)]
+
+
+def test_the_stop_watchdog_ends_a_process_whose_stop_hangs() -> None:
+    """Once a stop began, a worker still alive after the deadline exits 70 with a line saying why (Faust's
+    own stop once waited for its streams for good after a broker restart)."""
+    code = (
+        "import logging, time\n"
+        "from streams.runtime.health import arm_stop_watchdog\n"
+        "logging.basicConfig()\n"
+        "arm_stop_watchdog(0.5)\n"
+        "time.sleep(120)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=100, check=False
+    )
+    assert proc.returncode == 70, proc.stderr
+    assert "did not stop within" in proc.stderr, proc.stderr
+
+
+def test_the_stop_watchdog_lets_a_process_that_stops_in_time_exit_as_it_would() -> None:
+    code = "from streams.runtime.health import arm_stop_watchdog\narm_stop_watchdog(60)\n"
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=100, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
