@@ -44,9 +44,15 @@ def worker_class(enrichment: EnrichmentService) -> type[faust.Worker]:
     class Worker(faust.Worker):
         async def stop(self) -> None:
             enrichment.request_stop()
+            watchdog = None
             if not armed:
-                armed.append(arm_stop_watchdog())  # exits 70 (EXIT_FATAL) if Faust hangs
+                watchdog = arm_stop_watchdog()  # exits 70 (EXIT_FATAL) if Faust's stop hangs
+                armed.append(watchdog)
             await super().stop()
+            if watchdog is not None:
+                # Faust's stop came back: nothing hangs. A process that goes on after its worker stopped
+                # (a test, an embedding program) must not be killed 50 s later.
+                watchdog.cancel()
 
     return Worker
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from pathlib import Path
 
 from streams.runtime.app import create_app
@@ -23,3 +25,11 @@ def test_a_stopping_worker_stops_the_enrichment_loop_first(fixture_db_path: Path
 
     asyncio.run(stop_a_worker())
     assert enrichment.stopping
+    # The stop watchdog armed by the stop is disarmed once the stop came back: it would otherwise end this
+    # process (os._exit(70)) 50 s later.
+    alive = [t for t in threading.enumerate() if t.name == "shudi-stop-watchdog" and t.is_alive()]
+    deadline = time.monotonic() + 5
+    while alive and time.monotonic() < deadline:  # a cancelled Timer's thread ends at its next wake-up
+        time.sleep(0.05)
+        alive = [t for t in alive if t.is_alive()]
+    assert not alive, alive
