@@ -7,6 +7,7 @@ stops at start with one line naming the path.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 import faust
@@ -46,7 +47,8 @@ def worker_class(enrichment: EnrichmentService) -> type[faust.Worker]:
             enrichment.request_stop()
             watchdog = None
             if not armed:
-                watchdog = arm_stop_watchdog()  # exits 70 (EXIT_FATAL) if Faust's stop hangs
+                # exits 70 (EXIT_FATAL) if Faust's stop hangs, naming what it waits on
+                watchdog = arm_stop_watchdog(loop=asyncio.get_running_loop())
                 armed.append(watchdog)
             await super().stop()
             if watchdog is not None:

@@ -8,6 +8,7 @@ worker to have started consuming.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
@@ -117,11 +118,50 @@ class _Handler(BaseHTTPRequestHandler):
 STOP_DEADLINE_S = 50.0
 
 
-def arm_stop_watchdog(deadline_s: float = STOP_DEADLINE_S, exit_code: int = 70) -> threading.Timer:
+def awaiting(task: asyncio.Task[object]) -> str:
+    """Where a pending task waits: its await chain, outermost first (``file:line function`` of each
+    coroutine, then what the innermost one awaits). ``Task.get_stack`` gives only the outermost frame of a
+    suspended coroutine, which names the task, not the wait."""
+    steps: list[str] = []
+    obj: object = task.get_coro()
+    while obj is not None and len(steps) < 40:
+        frame = getattr(obj, "cr_frame", None) or getattr(obj, "gi_frame", None)
+        if frame is None:
+            steps.append(type(obj).__name__)
+            break
+        code = frame.f_code
+        steps.append(f"{os.path.basename(code.co_filename)}:{frame.f_lineno} {code.co_name}")
+        obj = getattr(obj, "cr_await", None) or getattr(obj, "gi_yieldfrom", None)
+    return " > ".join(steps)
+
+
+def pending_tasks(loop: asyncio.AbstractEventLoop, limit: int = 30) -> list[str]:
+    """One line per task of ``loop`` not yet done: its name and :func:`awaiting`. Read from another thread
+    at a moment the loop is stuck; a task that changes meanwhile is skipped, not an error."""
+    lines: list[str] = []
+    try:
+        tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    except RuntimeError:  # the loop's task set changed while it was read
+        return lines
+    for task in tasks[:limit]:
+        try:
+            lines.append(f"{task.get_name()}: {awaiting(task)}")
+        except Exception as exc:  # noqa: BLE001 -- a diagnostic must not stop the exit
+            lines.append(f"{task.get_name()}: ({type(exc).__name__})")
+    return lines
+
+
+def arm_stop_watchdog(
+    deadline_s: float = STOP_DEADLINE_S, exit_code: int = 70, loop: asyncio.AbstractEventLoop | None = None
+) -> threading.Timer:
     """Exit the process with ``exit_code`` if it is still alive ``deadline_s`` from now (a daemon thread:
-    it does not itself keep a process alive that exits on time)."""
+    it does not itself keep a process alive that exits on time). With ``loop``, the line first lists where
+    that loop's tasks wait: what the stop hangs on, for the operator and the bug report."""
 
     def expire() -> None:
+        if loop is not None:
+            for line in pending_tasks(loop):
+                log.critical("stop hangs; task %s", line)
         log.critical("the worker did not stop within %.0fs of the stop signal: exiting now", deadline_s)
         logging.shutdown()
         os._exit(exit_code)

@@ -271,3 +271,33 @@ def test_the_stop_watchdog_lets_a_process_that_stops_in_time_exit_as_it_would() 
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=100, check=False
     )
     assert proc.returncode == 0, proc.stderr
+
+
+def test_the_stop_watchdog_names_where_each_task_of_the_loop_waits() -> None:
+    """The exit line alone says that the stop hung, not on what: the watchdog lists each pending task of the
+    loop with its await chain down to the innermost wait."""
+    code = (
+        "import asyncio, logging, time\n"
+        "from streams.runtime.health import arm_stop_watchdog\n"
+        "logging.basicConfig()\n"
+        "async def commit_that_never_ends():\n"
+        "    await asyncio.Event().wait()\n"
+        "async def stop():\n"
+        "    await commit_that_never_ends()\n"
+        "async def main():\n"
+        "    task = asyncio.create_task(stop(), name='the-stop')\n"
+        "    await asyncio.sleep(0)  # the task starts and reaches its wait\n"
+        "    arm_stop_watchdog(0.5, loop=asyncio.get_running_loop())\n"
+        "    time.sleep(120)  # the loop itself is stuck, as a hung stop would leave it\n"
+        "    await task\n"
+        "asyncio.run(main())\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=100, check=False
+    )
+    assert proc.returncode == 70, proc.stderr
+    line = next(x for x in proc.stderr.splitlines() if "task the-stop" in x)
+    assert "stop > " in line, line
+    assert "commit_that_never_ends > " in line, line
+    assert " wait" in line, line
+    assert "did not stop within" in proc.stderr.splitlines()[-1], proc.stderr
