@@ -22,6 +22,7 @@ from streams.pipeline.geodb import open_database
 from streams.pipeline.geodb.base import DatabaseError, Source
 from streams.pipeline.geodb.ipdb import IpdbDatabase
 from streams.pipeline.geodb.labeller import DatabaseWatcher, Labeller, load
+from streams.pipeline.geodb.mmdb import node_records
 from streams.pipeline.geodb.regions import detect_layout, ipdb_label, xdb_label
 from streams.pipeline.geodb.table import TerritoryTable, combine, compile_table, direct_label
 from streams.pipeline.geodb.xdb import XdbDatabase
@@ -525,3 +526,24 @@ def test_table_cache_hit_miss_and_corruption(files: dict[str, Path], tmp_path: P
     assert code_of(other.labeller()("1.0.11.7")) == "HK"
     assert len(list(cache_dir.glob("*.table"))) == 2
     assert cache.cache_key(paths) != cache.cache_key([files["v4"], files["free"]])
+
+
+@pytest.mark.parametrize("record_size", [24, 28, 32])
+@given(data=st.binary(min_size=0, max_size=200))
+def test_mmdb_node_records_decode_every_record_size(record_size: int, data: bytes) -> None:
+    """The search tree decoded all at once (byte shuffles in C) gives each node's records as MaxMind's spec
+    lays them out, for every record size: checked against a per-node decode written from the spec."""
+    width = record_size // 4
+    tree = data[: len(data) // width * width]
+    want: list[int] = []
+    for off in range(0, len(tree), width):
+        node = tree[off : off + width]
+        if record_size == 28:
+            want += [
+                ((node[3] >> 4) << 24) | int.from_bytes(node[0:3], "big"),
+                ((node[3] & 0x0F) << 24) | int.from_bytes(node[4:7], "big"),
+            ]
+        else:
+            half = width // 2
+            want += [int.from_bytes(node[:half], "big"), int.from_bytes(node[half:], "big")]
+    assert list(node_records(tree, record_size)) == want
