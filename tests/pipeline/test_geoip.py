@@ -7,13 +7,14 @@ import logging
 import os
 import shutil
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import maxminddb
 import pytest
 
 from streams.devtools.mmdbbuild import build_city_mmdb, cn_record
-from streams.pipeline.geodb import open_database
+from streams.pipeline.geodb import Source, open_database
 from streams.pipeline.geodb.labeller import DatabaseWatcher, Labeller, ReloadResult, load
 from streams.pipeline.geoip import DatabaseError, GeoDatabase, MmdbDatabase, RecordError
 from streams.pipeline.territory import (
@@ -345,3 +346,51 @@ def test_demo_db_and_sample_ips(tmp_path: Path) -> None:
     labels = [labeller.label(ip) for ip in sample_ips(syn, None, 500, seed=5)]
     assert all(lb.reason is None for lb in labels)
     assert sum(lb.territory.scope == "domestic" for lb in labels) > 200
+
+
+def test_watcher_reloads_off_the_event_loop(live: Path, fixture_db_b_path: Path) -> None:
+    """A reload opens and compiles in a thread: the loop keeps running while a (deliberately slow) reload
+    goes on. The opener waits for the loop to turn; on the loop's own thread it would wait in vain."""
+    ticked = threading.Event()
+    threads: list[int] = []
+    began: list[Callable[[], None]] = []  # tells the loop, from the opener's thread, that the reload began
+
+    def slow_opener(path: Path) -> Source:
+        threads.append(threading.get_ident())
+        began[0]()
+        if not ticked.wait(60):
+            raise AssertionError("the event loop made no progress while the database was being reloaded")
+        return open_database(path)
+
+    results: list[ReloadResult] = []
+    labeller, watcher = _watched(live, 8, opener=slow_opener)
+
+    async def scenario() -> int:
+        loop = asyncio.get_running_loop()
+        started, done = asyncio.Event(), asyncio.Event()
+
+        def on_result(result: ReloadResult) -> None:
+            results.append(result)
+            done.set()
+
+        def tell_began() -> None:
+            loop.call_soon_threadsafe(started.set)
+
+        began.append(tell_began)
+        watcher._on_result = on_result
+        _replace(fixture_db_b_path, live)
+        task = asyncio.create_task(watcher.run(0))
+        await started.wait()
+        for _ in range(5):  # the loop turns while the reload runs
+            await asyncio.sleep(0)
+        ticked.set()
+        await done.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(scenario())
+    assert loop_thread not in threads
+    assert [r.status for r in results] == ["reloaded"]
+    assert labeller.label(FIRST_IP) == _label(RELOADED_FIRST)

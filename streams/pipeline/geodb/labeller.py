@@ -148,13 +148,19 @@ def compile_cached(sources: Sequence[Source], cache_dir: Path | None) -> Territo
     return table
 
 
-def load(paths: Sequence[Path], cache_dir: Path | None = None) -> tuple[list[Source], TerritoryTable]:
+def load(
+    paths: Sequence[Path],
+    cache_dir: Path | None = None,
+    *,
+    opener: Callable[[Path], Source] = open_database,
+) -> tuple[list[Source], TerritoryTable]:
     """Open every file and compile the table (blocking: seconds on a real database; run it in a thread), or
-    read it from ``cache_dir``. Raises DatabaseError naming the first file that cannot be used."""
+    read it from ``cache_dir``. Raises DatabaseError naming the first file that cannot be used. ``opener``
+    as for :class:`DatabaseWatcher`."""
     sources: list[Source] = []
     try:
         for p in paths:
-            sources.append(open_database(p))
+            sources.append(opener(p))
         table = compile_cached(sources, cache_dir)
     except BaseException:
         for s in sources:
