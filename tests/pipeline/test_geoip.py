@@ -15,7 +15,14 @@ import pytest
 
 from streams.devtools.mmdbbuild import build_city_mmdb, cn_record
 from streams.pipeline.geodb import Source, open_database
-from streams.pipeline.geodb.labeller import DatabaseWatcher, Labeller, ReloadResult, load
+from streams.pipeline.geodb.labeller import (
+    MISS_SAMPLE,
+    DatabaseWatcher,
+    Labeller,
+    ReloadResult,
+    compile_files,
+    load,
+)
 from streams.pipeline.geoip import DatabaseError, GeoDatabase, MmdbDatabase, RecordError
 from streams.pipeline.territory import (
     UNKNOWN,
@@ -164,7 +171,7 @@ def test_cache_counts_and_invalid_input(fixture_db_path: Path) -> None:
     s = labeller.stats()
     assert (s.hits, s.misses, s.cached) == (2, 1, 1)
     assert labeller.cache_counts() == (2, 1)
-    assert s.miss_seconds > 0
+    assert (s.timed_misses, s.timed_miss_seconds > 0) == (1, True)  # the first miss is timed
     for _ in range(2):
         with pytest.raises(InvalidIP):
             labeller.label("1.0.1.7 ")
@@ -175,6 +182,26 @@ def test_cache_counts_and_invalid_input(fixture_db_path: Path) -> None:
     assert labeller.stats().cached == 4  # bounded
     with pytest.raises(ValueError, match="cache_size"):
         Labeller.open(fixture_db_path, 0)
+
+
+def test_one_miss_in_the_sample_interval_is_timed(fixture_db_path: Path, fixture_db_b_path: Path) -> None:
+    """``on_miss`` hears of the first miss and then of one miss in MISS_SAMPLE, never of a hit; a swapped-in
+    table's cache times its first miss again."""
+    timings: list[float] = []
+    labeller = Labeller.open(fixture_db_path, 1024, on_miss=timings.append)
+    misses = 3 * MISS_SAMPLE + 2
+    for i in range(misses):
+        labeller.label(f"1.0.2.{i}")
+        labeller.label(f"1.0.2.{i}")  # a hit
+    want = len(range(0, misses, MISS_SAMPLE))
+    assert len(timings) == want
+    assert all(t > 0 for t in timings)
+    s = labeller.stats()
+    assert (s.misses, s.hits, s.timed_misses) == (misses, misses, want)
+    assert s.timed_miss_seconds == pytest.approx(sum(timings))
+    labeller.swap(compile_files(fixture_db_b_path))
+    labeller.label("1.0.2.1")
+    assert len(timings) == want + 1
 
 
 # --- hot reload --------------------------------------------------------------------------------------------
