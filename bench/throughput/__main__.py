@@ -10,6 +10,7 @@ import click
 from bench.throughput import __doc__ as _doc
 from bench.throughput.harness import harness
 from bench.throughput.options import REAL_SIZE_NETWORKS, Options, run_async
+from streams.pipeline.geodb import parse_paths
 from streams.testing import free_port
 
 # click rewraps paragraphs; \b keeps the examples' lines as they are.
@@ -18,6 +19,16 @@ _HELP = (_doc or "").replace("Run from the repo root::\n\n", "Run from the repo 
 
 def _csv(value: str) -> tuple[str, ...]:
     return tuple(v for v in value.split(",") if v)
+
+
+def _db_list(_ctx: click.Context, _param: click.Parameter, value: str | None) -> tuple[Path, ...] | None:
+    """``a.xdb,b.mmdb`` -> (a.xdb, b.mmdb): the ordered list SHUDI_GEOIP_DB takes."""
+    if value is None:
+        return None
+    try:
+        return tuple(parse_paths(value))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 @click.command(
@@ -40,8 +51,10 @@ def _csv(value: str) -> tuple[str, ...]:
 )
 @click.option(
     "--db",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="GeoIP2-City .mmdb (else a synthetic one is built and cached)",
+    callback=_db_list,
+    metavar="FILE[,FILE...]",
+    help="database file(s), an ordered comma-separated list as SHUDI_GEOIP_DB takes (.mmdb, .xdb, .ipdb; "
+    "the naive mode uses the first .mmdb); else a synthetic .mmdb is built and cached",
 )
 @click.option("--networks", type=int, default=220_000, show_default=True, help="networks in the synthetic DB")
 @click.option(
@@ -76,7 +89,7 @@ def main(
     partitions: int,
     rate: float | None,
     warmup: float,
-    db: Path | None,
+    db: tuple[Path, ...] | None,
     networks: int,
     real_size: bool,
     distinct_ips: int,

@@ -22,7 +22,7 @@ class Options:
     partitions: int = 4
     rate: float | None = None  # produce at this many events/s while each mode runs (else a preloaded backlog)
     warmup: float = 5.0
-    db: Path | None = None  # None: a synthetic database is built and cached
+    db: tuple[Path, ...] | None = None  # an ordered list, as SHUDI_GEOIP_DB; None: a synthetic .mmdb, cached
     networks: int = 220_000
     distinct_ips: int = 300_000
     modes: tuple[str, ...] = ("raw", "naive", "faust-relay", "shudi")
