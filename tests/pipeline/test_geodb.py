@@ -546,4 +546,6 @@ def test_mmdb_node_records_decode_every_record_size(record_size: int, data: byte
         else:
             half = width // 2
             want += [int.from_bytes(node[:half], "big"), int.from_bytes(node[half:], "big")]
-    assert list(node_records(tree, record_size)) == want
+    zeros, ones = node_records(tree, record_size)
+    assert list(zeros) == want[0::2]
+    assert list(ones) == want[1::2]

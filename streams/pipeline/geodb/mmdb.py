@@ -28,33 +28,32 @@ _HIGH_NIBBLE: Final = bytes(b >> 4 for b in range(256))
 _LOW_NIBBLE: Final = bytes(b & 0x0F for b in range(256))
 
 
-def node_records(tree: bytes, record_size: int) -> array[int]:
-    """The search tree's records as one array of 32-bit ints, ``[2n]`` node n's zero record and
-    ``[2n + 1]`` its one record, rearranged into big-endian 4-byte slots with extended-slice copies and
-    ``translate`` (28-bit records share a byte of two nibbles), so no Python code runs per node."""
+def node_records(tree: bytes, record_size: int) -> tuple[array[int], array[int]]:
+    """The search tree's records as two arrays of 32-bit ints, every node's zero record and its one record,
+    each record's bytes copied into a big-endian 4-byte slot with extended slices (28-bit records share a
+    byte of two nibbles: ``translate`` splits it), so no Python code runs per node."""
     width = record_size // 4  # bytes per node
     nodes = len(tree) // width
-    if record_size == 32:
-        buf = bytearray(tree)
-    else:
-        buf = bytearray(nodes * 8)
-        if record_size == 24:
+    half = width // 2
+    out: list[array[int]] = []
+    for side in (0, 1):
+        buf = bytearray(nodes * 4)
+        if record_size == 28:  # 3 bytes of the zero record, a byte of both top nibbles, 3 of the one's
+            buf[0::4] = tree[3::7].translate(_LOW_NIBBLE if side else _HIGH_NIBBLE)
             for k in range(3):
-                buf[k + 1 :: 4] = tree[k::3]
-        else:  # 28: three bytes of the zero record, a byte of both records' top nibbles, three of the one's
-            mid = tree[3::7]
-            buf[0::8] = mid.translate(_HIGH_NIBBLE)
-            buf[4::8] = mid.translate(_LOW_NIBBLE)
-            for k in range(3):
-                buf[k + 1 :: 8] = tree[k::7]
-                buf[k + 5 :: 8] = tree[k + 4 :: 7]
-    out = array("I")
-    if out.itemsize != 4:  # pragma: no cover -- 'I' is 4 bytes on every platform CPython runs on
-        raise RuntimeError("array('I') is not 32-bit here")
-    out.frombytes(buf)
-    if sys.byteorder == "little":
-        out.byteswap()
-    return out
+                buf[k + 1 :: 4] = tree[k + 4 * side :: 7]
+        else:
+            first = 4 - half  # 24-bit records leave the slot's top byte zero
+            for k in range(half):
+                buf[first + k :: 4] = tree[side * half + k :: width]
+        a = array("I")
+        if a.itemsize != 4:  # pragma: no cover -- 'I' is 4 bytes on every platform CPython runs on
+            raise RuntimeError("array('I') is not 32-bit here")
+        a.frombytes(buf)
+        if sys.byteorder == "little":
+            a.byteswap()
+        out.append(a)
+    return out[0], out[1]
 
 
 class MmdbSource:
@@ -94,9 +93,9 @@ class MmdbSource:
             raise DatabaseError(self.path, f"cannot read ({e.strerror or type(e).__name__})") from None
         if len(tree) != node_count * record_size // 4:
             raise DatabaseError(self.path, "corrupt (search tree truncated)")
-        # child[2n] and child[2n + 1]: node n's zero and one records, all decoded at once in C; indexing an
-        # array is several times cheaper than slicing the tree and int.from_bytes twice per node.
-        child = node_records(tree, record_size)
+        # Node n's zero and one records, all decoded at once in C: indexing an array is several times
+        # cheaper than slicing the tree and int.from_bytes twice per node.
+        zeros, ones = node_records(tree, record_size)
         del tree
 
         ipv6_db = meta.ip_version == 6
@@ -105,7 +104,7 @@ class MmdbSource:
             for _ in range(96):
                 if v4root >= node_count:
                     break
-                v4root = child[2 * v4root]
+                v4root = zeros[v4root]
         if family == 6 and not ipv6_db:
             return []
         bits = 32 if family == 4 else 128
@@ -131,8 +130,8 @@ class MmdbSource:
                 while node < node_count:
                     if depth >= bits:
                         raise DatabaseError(self.path, "corrupt (the search tree loops or is too deep)")
-                    zero = child[2 * node]
-                    one = child[2 * node + 1]
+                    zero = zeros[node]
+                    one = ones[node]
                     depth += 1
                     prefix <<= 1
                     if one != node_count and one != alias:
