@@ -65,6 +65,13 @@ def _db_list(_ctx: click.Context, _param: click.Parameter, value: str | None) ->
 @click.option("--distinct-ips", type=int, default=300_000, show_default=True)
 @click.option("--modes", default="raw,naive,faust-relay,shudi", show_default=True)
 @click.option(
+    "--rounds",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="run the modes this many times in alternation on the same input; ratios per round and median",
+)
+@click.option(
     "--relay-variants",
     default="fast-drain+tuned+uvloop+quietlog,aiokafka+uvloop",
     show_default=True,
@@ -94,6 +101,7 @@ def main(
     real_size: bool,
     distinct_ips: int,
     modes: str,
+    rounds: int,
     relay_variants: str,
     json_path: Path | None,
     workdir: Path | None,
@@ -116,6 +124,7 @@ def main(
         networks=REAL_SIZE_NETWORKS if real_size else networks,
         distinct_ips=distinct_ips,
         modes=_csv(modes),
+        rounds=rounds,
         relay_variants=_csv(relay_variants),
         json=json_path,
         profile=profile,

@@ -99,9 +99,14 @@ async def harness(opts: Options) -> int:
         await inputs.read(opts.bootstrap, shared_input)
 
     results: list[Result] = []
-    for mode in plan_modes(opts, run_tag, shared_input):
-        print(f"running {mode.name} ...", flush=True)
+    rounds = [
+        (k, plan_modes(opts, run_tag if opts.rounds == 1 else f"{run_tag}-r{k}", shared_input))
+        for k in range(1, opts.rounds + 1)
+    ]
+    for k, mode in ((k, mode) for k, modes in rounds for mode in modes):
+        print(f"running {mode.name}" + (f" (round {k})" if opts.rounds > 1 else "") + " ...", flush=True)
         res = await run_mode(opts, mode, events)
+        res.round = k
         if opts.rate:
             # Fresh input per mode: the timestamps to measure from were written while the mode ran.
             inputs = InputTimes(opts.events)

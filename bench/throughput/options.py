@@ -33,6 +33,9 @@ class Options:
     startup_timeout: float = 120.0
     tiny: bool = False  # assert that every event is accounted for
     long: bool = False  # delete the run's topics afterwards (some 12 GB of broker disk)
+    # Run the modes this many times in alternation (raw, naive, shudi, raw, naive, shudi ...) on the same
+    # input, so each ratio compares modes run next to each other on a machine whose load moves.
+    rounds: int = 1
 
 
 def run_async(main: Coroutine[Any, Any, int | None]) -> int | None:

@@ -15,7 +15,7 @@ from bench.throughput.harness import input_events
 from bench.throughput.measure import InputTimes, event_index
 from bench.throughput.modes import plan_modes
 from bench.throughput.options import Options
-from bench.throughput.report import Result, percentile, unaccounted
+from bench.throughput.report import Result, percentile, ratios, unaccounted
 
 
 def test_event_index_from_the_key_or_the_value() -> None:
@@ -101,3 +101,16 @@ def test_modes_get_the_list_in_order_and_the_loops_its_mmdb(tmp_path: Path) -> N
     assert shudi.processes[0].env["SHUDI_GEOIP_DB"] == ",".join(str(p) for p in db)
     with pytest.raises(ValueError, match=r"naive mode needs a \.mmdb"):
         plan_modes(replace(opts, db=db[:1]), "bench-t", "bench-t-in")
+
+
+def test_ratios_compare_modes_of_the_same_round() -> None:
+    """With --rounds, each ratio is taken between modes run next to each other, never across rounds."""
+    rates = {(1, "raw"): 40_000.0, (1, "shudi"): 30_000.0, (2, "raw"): 20_000.0, (2, "shudi"): 19_000.0}
+    rates |= {(1, "naive"): 10_000.0}
+    results = [Result(mode, events_per_s=v, round=k) for (k, mode), v in rates.items()]
+    got = ratios(results)
+    assert got["shudi/raw"] == [rates[1, "shudi"] / rates[1, "raw"], rates[2, "shudi"] / rates[2, "raw"]]
+    assert got["shudi/naive"] == [rates[1, "shudi"] / rates[1, "naive"]]
+    assert main.make_context("bench.throughput", ["--rounds", "3"]).params["rounds"] == 3
+    with pytest.raises(click.BadParameter):
+        main.make_context("bench.throughput", ["--rounds", "0"])
