@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from streams.devtools.geodbwrite import ipdb_bytes, segments_from_networks, write_xdb
 from streams.pipeline.countries import COUNTRIES, EN_ALIASES, ZH_ALIASES, country_code
 from streams.pipeline.geodb import open_database
+from streams.pipeline.geodb import xdb as xdb_module
 from streams.pipeline.geodb.base import DatabaseError, Source
 from streams.pipeline.geodb.ipdb import IpdbDatabase
 from streams.pipeline.geodb.labeller import DatabaseWatcher, Labeller, load
@@ -549,3 +550,27 @@ def test_mmdb_node_records_decode_every_record_size(record_size: int, data: byte
     zeros, ones = node_records(tree, record_size)
     assert list(zeros) == want[0::2]
     assert list(ones) == want[1::2]
+
+
+def test_xdb_fast_checks_decide_as_the_entry_by_entry_checks(
+    files: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The whole-array checks of an xdb file (a shortcut for a million entries) accept exactly the files
+    the entry-by-entry checks accept: good files of both families, and every corruption refused."""
+    contents = {name: files[name].read_bytes() for name in ("v4", "v6")}
+    contents |= {f"v4 {what}": c for what, c in _corrupt_xdbs(contents["v4"]).items()}
+    contents |= {f"v6 {what}": c for what, c in _corrupt_xdbs(contents["v6"]).items()}
+
+    def outcome(content: bytes) -> str:
+        try:
+            db = XdbDatabase.from_bytes(Path("x.xdb"), content)
+        except DatabaseError:
+            return "refused"
+        return f"{list(db.ranges(db.family))}"
+
+    fast = {name: outcome(c) for name, c in contents.items()}
+    monkeypatch.setattr(xdb_module, "_vector_index_agrees", lambda *_args: False)
+    slow = {name: outcome(c) for name, c in contents.items()}
+    assert fast == slow
+    assert fast["v4"] != "refused"
+    assert fast["v6"] != "refused"
