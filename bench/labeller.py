@@ -3,7 +3,8 @@
 Opens and compiles ``--db`` (one file or an ordered, comma-separated list: .mmdb, .xdb, .ipdb; default: a
 synthetic GeoIP2-City of ``--networks`` networks, not real geography), draws ``--distinct`` addresses from
 the compiled table's own ranges and a stream of ``--lookups`` lookups over them with Zipf-like popularity (a
-few addresses comment a lot). Reports the load (open + compile) time and memory, the cost of a miss, and
+few addresses comment a lot). Reports the start-up cost (open, check and compile, then
+the same with the compiled table cached, as a worker's start does) and memory, the cost of a miss, and
 lookups/s for the Zipf stream from a cold start, with and without the LRU cache in front of the table, and
 warm. Run from the repo root::
 
@@ -57,12 +58,23 @@ def sample_addresses(table: TerritoryTable, n: int, seed: int, ipv6_share: float
     return sorted(out, key=lambda t: rng.random())
 
 
-def timed(fn: Callable[[str], object], texts: list[str]) -> float:
+def timed(fn: Callable[[str], object], texts: list[str]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) for ``fn`` over ``texts``. On a shared machine the CPU
+    time is the steadier figure: it leaves out the time the process waited for a core."""
     call = fn  # local for speed
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for t in texts:
         call(t)
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
+
+
+def rates(n: int, took: tuple[float, float]) -> str:
+    """``n`` lookups in ``took`` (wall, CPU) as lookups/s and time per lookup, both ways."""
+    wall, cpu = took
+    return (
+        f"{n / wall:12,.0f} lookups/s ({wall / n * 1e9:,.0f} ns); "
+        f"by CPU time {n / cpu:12,.0f} lookups/s ({cpu / n * 1e9:,.0f} ns)"
+    )
 
 
 def rss_mb() -> float:
@@ -96,8 +108,11 @@ def main() -> None:
 
         gc.collect()
         rss0 = rss_mb()
+        # What a worker's start costs, as it does it (streams.runtime.app.load_geoip): cold, no cached table
+        # (open, check, compile, write the cache), then again with the table cached by the first.
+        table_cache = Path(tmp) / "geoip-table"
         t0 = time.perf_counter()
-        sources, table = load(paths)
+        sources, table = load(paths, table_cache)
         load_s = time.perf_counter() - t0
         for s in sources:
             s.close()
@@ -105,10 +120,20 @@ def main() -> None:
         gc.collect()
         rss1 = rss_mb()
         v4, v6, inner = table.size
-        print(f"load (open, check, compile): {load_s:.2f}s (compile {table.compile_seconds:.2f}s); table: "
-              f"{v4:,} IPv4 ranges, {v6:,} IPv6 /64-level ranges, {inner:,} inner blocks, "
+        print(f"start, cold (open, check, compile, cache): {load_s:.2f}s "
+              f"(compile {table.compile_seconds:.2f}s); "
+              f"table: {v4:,} IPv4 ranges, {v6:,} IPv6 /64-level ranges, {inner:,} inner blocks, "
               f"{len(table.labels)} labels, {table.nbytes() / 1e6:.1f} MB of arrays; "
               f"process RSS {rss0:.0f} -> {rss1:.0f} MB")  # fmt: skip
+        t0 = time.perf_counter()
+        again, cached = load(paths, table_cache)
+        cached_s = time.perf_counter() - t0
+        for s in again:
+            s.close()
+        if not cached.from_cache:
+            raise SystemExit("the second load did not read the cached table")
+        print(f"start, cached (open, check, hash the files, read the table): {cached_s:.2f}s")
+        del again, cached
         for info in table.sources:
             print(f"  {info.kind} {info.build}: {info.ranges:,} ranges")
 
@@ -120,9 +145,8 @@ def main() -> None:
 
         # 1. the table alone, every address once: what a miss costs (parse, bisect, label)
         bare = table.labeller()
-        dt = timed(bare, distinct)
-        print(f"table lookup (a miss):    {len(distinct) / dt:12,.0f} lookups/s  "
-              f"({dt / len(distinct) * 1e6:.2f} µs)")  # fmt: skip
+        n = len(distinct)
+        print(f"table lookup (a miss):    {rates(n, timed(bare, distinct))}")
         mmdbs = [p for p in paths if p.suffix == ".mmdb"]
         if mmdbs:  # the miss before the table, in the same run: a full GeoIP2 record per address
             import maxminddb
@@ -136,32 +160,25 @@ def main() -> None:
             def old_miss(text: str) -> object:
                 return label_location(location_from_record(get(text)))
 
-            dt = timed(old_miss, distinct)
-            print(f"  (before: mmdb record + label, {dt / len(distinct) * 1e6:.2f} µs)")
+            print(f"  (before: mmdb record + label: {rates(n, timed(old_miss, distinct))})")
             reader.close()
-        # ... and through the Labeller's miss path (LRU miss, timing for the histogram)
-        cold = Labeller(table, len(distinct) + 1)
-        dt = timed(cold.label, distinct)
-        print(f"labeller miss:            {len(distinct) / dt:12,.0f} lookups/s  "
-              f"({dt / len(distinct) * 1e6:.2f} µs)")  # fmt: skip
+        # ... and through the Labeller's miss path (LRU miss, one in MISS_SAMPLE timed for the histogram)
+        cold = Labeller(table, n + 1)
+        print(f"labeller miss:            {rates(n, timed(cold.label, distinct))}")
 
         # 2. the Zipf stream from a cold start: table alone, then the LRU cache in front of it
-        dt = timed(bare, stream)
-        ns = dt / len(stream) * 1e9
-        print(f"zipf stream, no cache:    {len(stream) / dt:12,.0f} lookups/s  ({ns:.0f} ns)")
+        m = len(stream)
+        print(f"zipf stream, no cache:    {rates(m, timed(bare, stream))}")
         zipf = Labeller(table, args.cache_size)
-        dt = timed(zipf.label, stream)
+        took = timed(zipf.label, stream)
         st = zipf.stats()
-        print(f"zipf stream, cache {args.cache_size} from empty: {len(stream) / dt:12,.0f} lookups/s  "
-              f"hit rate {st.hits / (st.hits + st.misses):.1%}, misses {st.misses}, "
-              f"miss time {st.miss_seconds:.2f}s of {dt:.2f}s")  # fmt: skip
+        print(f"zipf stream, cache {args.cache_size} from empty: {rates(m, took)}; "
+              f"hit rate {st.hits / (st.hits + st.misses):.1%}, misses {st.misses}")  # fmt: skip
 
         # 3. warm cache: every lookup a hit
-        dt = timed(zipf.label, stream)
-        s2 = zipf.stats()
-        hits = s2.hits - st.hits
-        print(f"cached (warm, {hits / len(stream):.1%} hits): {len(stream) / dt:12,.0f} lookups/s  "
-              f"({dt / len(stream) * 1e9:.0f} ns)")  # fmt: skip
+        took = timed(zipf.label, stream)
+        hits = zipf.stats().hits - st.hits
+        print(f"cached (warm, {hits / m:.1%} hits): {rates(m, took)}")
         print(f"process RSS at the end: {rss_mb():.0f} MB; load average {os.getloadavg()[0]:.1f}")
 
 

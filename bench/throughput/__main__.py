@@ -10,6 +10,7 @@ import click
 from bench.throughput import __doc__ as _doc
 from bench.throughput.harness import harness
 from bench.throughput.options import REAL_SIZE_NETWORKS, Options, run_async
+from streams.pipeline.geodb import parse_paths
 from streams.testing import free_port
 
 # click rewraps paragraphs; \b keeps the examples' lines as they are.
@@ -18,6 +19,16 @@ _HELP = (_doc or "").replace("Run from the repo root::\n\n", "Run from the repo 
 
 def _csv(value: str) -> tuple[str, ...]:
     return tuple(v for v in value.split(",") if v)
+
+
+def _db_list(_ctx: click.Context, _param: click.Parameter, value: str | None) -> tuple[Path, ...] | None:
+    """``a.xdb,b.mmdb`` -> (a.xdb, b.mmdb): the ordered list SHUDI_GEOIP_DB takes."""
+    if value is None:
+        return None
+    try:
+        return tuple(parse_paths(value))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 @click.command(
@@ -40,8 +51,10 @@ def _csv(value: str) -> tuple[str, ...]:
 )
 @click.option(
     "--db",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="GeoIP2-City .mmdb (else a synthetic one is built and cached)",
+    callback=_db_list,
+    metavar="FILE[,FILE...]",
+    help="database file(s), an ordered comma-separated list as SHUDI_GEOIP_DB takes (.mmdb, .xdb, .ipdb; "
+    "the naive mode uses the first .mmdb); else a synthetic .mmdb is built and cached",
 )
 @click.option("--networks", type=int, default=220_000, show_default=True, help="networks in the synthetic DB")
 @click.option(
@@ -51,6 +64,13 @@ def _csv(value: str) -> tuple[str, ...]:
 )
 @click.option("--distinct-ips", type=int, default=300_000, show_default=True)
 @click.option("--modes", default="raw,naive,faust-relay,shudi", show_default=True)
+@click.option(
+    "--rounds",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="run the modes this many times in alternation on the same input; ratios per round and median",
+)
 @click.option(
     "--relay-variants",
     default="fast-drain+tuned+uvloop+quietlog,aiokafka+uvloop",
@@ -76,11 +96,12 @@ def main(
     partitions: int,
     rate: float | None,
     warmup: float,
-    db: Path | None,
+    db: tuple[Path, ...] | None,
     networks: int,
     real_size: bool,
     distinct_ips: int,
     modes: str,
+    rounds: int,
     relay_variants: str,
     json_path: Path | None,
     workdir: Path | None,
@@ -103,6 +124,7 @@ def main(
         networks=REAL_SIZE_NETWORKS if real_size else networks,
         distinct_ips=distinct_ips,
         modes=_csv(modes),
+        rounds=rounds,
         relay_variants=_csv(relay_variants),
         json=json_path,
         profile=profile,

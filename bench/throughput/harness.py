@@ -28,9 +28,10 @@ TEXT_BYTES = 350
 BAD_REASONS = ("invalid_json", "schema", "invalid_ip")
 
 
-def ensure_db(db: Path | None, networks: int) -> tuple[Path, str]:
-    """The DB to use and how it was obtained (reported, so a synthetic result is never mistaken for real):
-    ``db``, else a synthetic GeoIP2-City of ``networks`` networks, built once and cached."""
+def ensure_db(db: tuple[Path, ...] | None, networks: int) -> tuple[tuple[Path, ...], str]:
+    """The database file(s) to use and how they were obtained (reported, so a synthetic result is never
+    mistaken for real): ``db``, else a synthetic GeoIP2-City of ``networks`` networks, built once and
+    cached."""
     if db is not None:
         return db, "given"
     cached = user_cache_dir() / "bench" / f"synthetic-city-{networks}.mmdb"
@@ -39,7 +40,18 @@ def ensure_db(db: Path | None, networks: int) -> tuple[Path, str]:
         tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
         build_synthetic_db(tmp, networks, 7)
         tmp.replace(cached)
-    return cached, f"synthetic, {networks:,} networks (streams.devtools.mmdbbuild)"
+    return (cached,), f"synthetic, {networks:,} networks (streams.devtools.mmdbbuild)"
+
+
+def distinct_ips(db: tuple[Path, ...], n: int) -> list[str]:
+    """``n`` different ordinary addresses from the databases' networks: one .mmdb's own networks (as every
+    earlier run drew them), or the ranges of the table a list compiles into."""
+    if len(db) == 1 and db[0].suffix == ".mmdb":
+        return sample_ips(db[0], None, n, seed=1, unique=True)
+    from bench.labeller import sample_addresses
+    from streams.pipeline.geodb.labeller import compile_files
+
+    return sample_addresses(compile_files(list(db)), n, seed=1)
 
 
 def input_events(n: int, ips: Sequence[str]) -> Iterator[tuple[bytes, bytes]]:
@@ -66,9 +78,11 @@ async def harness(opts: Options) -> int:
     opts.workdir.mkdir(parents=True, exist_ok=True)
     db, db_source = ensure_db(opts.db, opts.networks)
     opts = replace(opts, db=db)
-    ips = sample_ips(db, None, min(opts.distinct_ips, max(100, opts.events)), seed=1, unique=True)
+    ips = distinct_ips(db, min(opts.distinct_ips, max(100, opts.events)))
+    names = ",".join(str(p) for p in db)
     print(
-        f"run {run_tag}: DB {db} ({db_source}), {len(ips):,} distinct IPs, logs in {opts.workdir}", flush=True
+        f"run {run_tag}: DB {names} ({db_source}), {len(ips):,} distinct IPs, logs in {opts.workdir}",
+        flush=True,
     )
 
     def events() -> Iterator[tuple[bytes, bytes]]:
@@ -85,9 +99,14 @@ async def harness(opts: Options) -> int:
         await inputs.read(opts.bootstrap, shared_input)
 
     results: list[Result] = []
-    for mode in plan_modes(opts, run_tag, shared_input):
-        print(f"running {mode.name} ...", flush=True)
+    rounds = [
+        (k, plan_modes(opts, run_tag if opts.rounds == 1 else f"{run_tag}-r{k}", shared_input))
+        for k in range(1, opts.rounds + 1)
+    ]
+    for k, mode in ((k, mode) for k, modes in rounds for mode in modes):
+        print(f"running {mode.name}" + (f" (round {k})" if opts.rounds > 1 else "") + " ...", flush=True)
         res = await run_mode(opts, mode, events)
+        res.round = k
         if opts.rate:
             # Fresh input per mode: the timestamps to measure from were written while the mode ran.
             inputs = InputTimes(opts.events)
@@ -102,7 +121,7 @@ async def _report(opts: Options, results: list[Result], meta: dict[str, Any]) ->
     meta = {
         "events": opts.events,
         "partitions": opts.partitions,
-        "db": str(opts.db),
+        "db": ",".join(str(p) for p in opts.db or ()),
         "rate": opts.rate,
         "warmup": opts.warmup,
         **meta,

@@ -34,9 +34,13 @@ def plan_modes(opts: Options, run_tag: str, shared_input: str | None) -> list[Mo
     preloaded backlog) or, with ``--rate``, its own input produced while it runs."""
     assert opts.db is not None
     modes: list[Mode] = []
+    # The loops read a GeoIP2-City .mmdb with geoip2 (naive) or nothing (raw): the first .mmdb of the list.
+    mmdb = next((p for p in opts.db if p.suffix == ".mmdb"), None)
     for name in ("raw", "naive"):
         if name in opts.modes:
-            modes.append(_loop_mode(opts, name, _Names(run_tag, name, shared_input), opts.db))
+            if name == "naive" and mmdb is None:
+                raise ValueError("the naive mode needs a .mmdb in --db")
+            modes.append(_loop_mode(opts, name, _Names(run_tag, name, shared_input), mmdb))
     if "faust-relay" in opts.modes:
         for variant in opts.relay_variants:
             modes.append(_relay_mode(opts, variant, _Names(run_tag, f"faust-relay[{variant}]", shared_input)))
@@ -67,8 +71,9 @@ def _child(opts: Options, names: _Names, args: list[str]) -> ChildProcess:
     return ChildProcess(names.mode, [sys.executable, *args], child_env(), log, cwd=REPO_ROOT)
 
 
-def _loop_mode(opts: Options, name: str, names: _Names, db: Path) -> Mode:
-    args = ["-m", "bench.throughput.loops", name, "--bootstrap", opts.bootstrap, "--db", str(db)]
+def _loop_mode(opts: Options, name: str, names: _Names, db: Path | None) -> Mode:
+    args = ["-m", "bench.throughput.loops", name, "--bootstrap", opts.bootstrap]
+    args += ["--db", str(db)] if db is not None else []
     args += ["--in-topic", names.input, "--out-topic", names.out, "--dlq-topic", names.dlq]
     args += ["--group", names.group]
     dlq = names.dlq if name == "naive" else None
@@ -82,12 +87,12 @@ def _relay_mode(opts: Options, variant: str, names: _Names) -> Mode:
     return Mode(names.mode, names.input, names.out, None, names.group, [_child(opts, names, args)])
 
 
-def _shudi_mode(opts: Options, workers: int, names: _Names, db: Path) -> Mode:
+def _shudi_mode(opts: Options, workers: int, names: _Names, db: tuple[Path, ...]) -> Mode:
     settings = run_settings(opts.bootstrap, names.group, partitions=opts.partitions) | {
         "SHUDI_INPUT_TOPIC": names.input,
         "SHUDI_ENRICHED_TOPIC": names.out,
         "SHUDI_DLQ_TOPIC": names.dlq,
-        "SHUDI_GEOIP_DB": str(db),
+        "SHUDI_GEOIP_DB": ",".join(str(p) for p in db),
         "SHUDI_METRICS_PORT": "0",
         "SHUDI_LOG_LEVEL": "error",
     }

@@ -22,7 +22,7 @@ class Options:
     partitions: int = 4
     rate: float | None = None  # produce at this many events/s while each mode runs (else a preloaded backlog)
     warmup: float = 5.0
-    db: Path | None = None  # None: a synthetic database is built and cached
+    db: tuple[Path, ...] | None = None  # an ordered list, as SHUDI_GEOIP_DB; None: a synthetic .mmdb, cached
     networks: int = 220_000
     distinct_ips: int = 300_000
     modes: tuple[str, ...] = ("raw", "naive", "faust-relay", "shudi")
@@ -33,6 +33,9 @@ class Options:
     startup_timeout: float = 120.0
     tiny: bool = False  # assert that every event is accounted for
     long: bool = False  # delete the run's topics afterwards (some 12 GB of broker disk)
+    # Run the modes this many times in alternation (raw, naive, shudi, raw, naive, shudi ...) on the same
+    # input, so each ratio compares modes run next to each other on a machine whose load moves.
+    rounds: int = 1
 
 
 def run_async(main: Coroutine[Any, Any, int | None]) -> int | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ class Result:
     rss_start_mb: float = 0.0
     rss_end_mb: float = 0.0
     rss_every_million: list[float] = field(default_factory=list)
+    round: int = 1  # with --rounds: which pass over the modes
 
 
 def percentile(sorted_vals: Sequence[int], q: float) -> float:
@@ -47,21 +49,38 @@ def print_table(results: Sequence[Result], meta: dict[str, Any]) -> None:
     )
     print(hdr)
     print("-" * len(hdr))
+    rounds = len({r.round for r in results}) > 1
     for r in results:
+        name = f"{r.mode} #{r.round}" if rounds else r.mode
         if not r.ran:
-            print(f"{r.mode:<46}{'skipped':>10}  {r.note}")
+            print(f"{name:<46}{'skipped':>10}  {r.note}")
             continue
         print(
-            f"{r.mode:<46}{r.events_per_s:>10,.0f}{r.p50_ms:>9.0f}{r.p99_ms:>9.0f}{r.cpu_s_per_100k:>11.2f}"
+            f"{name:<46}{r.events_per_s:>10,.0f}{r.p50_ms:>9.0f}{r.p99_ms:>9.0f}{r.cpu_s_per_100k:>11.2f}"
             f"{f'{r.rss_start_mb:.0f}->{r.rss_end_mb:.0f}':>15}{r.outputs:>9}{r.dead_letters:>7}  {r.note}"
         )
-    by = {r.mode: r for r in results if r.ran and r.events_per_s}
-    if "shudi" in by:
+    for name, per_round in ratios(results).items():
+        if len(per_round) == 1:
+            print(f"{name}: {per_round[0]:.2f}")
+        else:
+            each = ", ".join(f"{x:.2f}" for x in per_round)
+            print(f"{name}: median {statistics.median(per_round):.2f} (each round: {each})")
+
+
+def ratios(results: Sequence[Result]) -> dict[str, list[float]]:
+    """shudi/raw, shudi/naive and two workers / one, each from modes of the same round (in round order)."""
+    out: dict[str, list[float]] = {}
+    for k in sorted({r.round for r in results}):
+        by = {r.mode: r for r in results if r.round == k and r.ran and r.events_per_s}
+        if "shudi" not in by:
+            continue
+        shudi = by["shudi"].events_per_s
         for base in ("raw", "naive"):
             if base in by:
-                print(f"shudi/{base}: {by['shudi'].events_per_s / by[base].events_per_s:.2f}")
+                out.setdefault(f"shudi/{base}", []).append(shudi / by[base].events_per_s)
         if "shudi-x2" in by:
-            print(f"two workers / one: {by['shudi-x2'].events_per_s / by['shudi'].events_per_s:.2f}")
+            out.setdefault("two workers / one", []).append(by["shudi-x2"].events_per_s / shudi)
+    return out
 
 
 def write_json(path: Path, results: Sequence[Result], meta: dict[str, Any]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 from typing import NoReturn
 
@@ -23,7 +24,7 @@ def worker(ctx: click.Context) -> NoReturn:
     import prometheus_client
 
     from streams.pipeline.geoip import DatabaseError
-    from streams.runtime.app import create_app
+    from streams.runtime.app import GeoIP, create_app, load_geoip
     from streams.runtime.health import serve
     from streams.runtime.kafka import KafkaConnectionError
     from streams.runtime.topics import ensure_topics
@@ -31,16 +32,35 @@ def worker(ctx: click.Context) -> NoReturn:
     settings = settings_or_exit()
     # `_created` series double every counter's exposition and no dashboard of ours reads them.
     prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
+
+    async def prepare() -> GeoIP:
+        # The compile (seconds on a real database, in a thread) and the Kafka checks (round trips) overlap.
+        # ensure_topics connects, creates missing topics and checks every right the worker needs: bad
+        # credentials, an untrusted certificate or a missing ACL stop the worker here, in one line, before
+        # Faust starts. An unusable database is reported at once, as when it was opened before anything else.
+        checking = asyncio.ensure_future(ensure_topics(settings))
+        try:
+            geoip = await load_geoip(settings)
+        except BaseException:
+            checking.cancel()
+            with contextlib.suppress(BaseException):
+                await checking
+            raise
+        try:
+            await checking
+        except BaseException:
+            for source in geoip[0]:
+                source.close()
+            raise
+        return geoip
+
     try:
-        shudi = create_app(settings)
+        geoip = asyncio.run(prepare())
     except DatabaseError as exc:
         raise CommandError(str(exc)) from None
-    try:
-        # Connects, creates missing topics and checks every right the worker needs: bad credentials, an
-        # untrusted certificate or a missing ACL stop the worker here, in one line, before Faust starts.
-        asyncio.run(ensure_topics(settings))
     except KafkaConnectionError as exc:
         raise CommandError(str(exc), EXIT_FAILED) from None
+    shudi = create_app(settings, geoip=geoip)
     if settings.metrics_port:
         serve(settings.metrics_host, settings.metrics_port, shudi.metrics.registry, shudi.health)
     if _have_uvloop():

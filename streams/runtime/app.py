@@ -1,20 +1,24 @@
 """The Faust application factory: settings in, a configured app with its agents out.
 
 ``create_app`` reads nothing from the environment; the CLI builds the settings and hands them over, and tests
-build their own. Opening the GeoIP database happens here, so a worker with a missing or corrupt database
-stops at start with one line naming the path.
+build their own. The GeoIP databases are opened and compiled first (``load_geoip``, in a thread), so a worker
+with a missing or corrupt database stops at start with one line naming the path.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import faust
 from prometheus_client import CollectorRegistry
 
 from streams.pipeline.enrich import Enricher
+from streams.pipeline.geodb import Source, open_database
 from streams.pipeline.geodb.labeller import DatabaseWatcher, Labeller, ReloadResult, db_names, load
+from streams.pipeline.geodb.table import TerritoryTable
 from streams.runtime.counting import register_detection_agent, window_spec
 from streams.runtime.enrichment import EnrichmentService
 from streams.runtime.health import Health, arm_stop_watchdog
@@ -34,6 +38,14 @@ class Shudi:
     watcher: DatabaseWatcher
     health: Health
     enrichment: EnrichmentService
+
+
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def worker_class(enrichment: EnrichmentService) -> type[faust.Worker]:
@@ -59,15 +71,36 @@ def worker_class(enrichment: EnrichmentService) -> type[faust.Worker]:
     return Worker
 
 
-def create_app(settings: Settings, *, registry: CollectorRegistry | None = None) -> Shudi:
-    """Build a worker's Faust app. Raises ``DatabaseError`` if the database is unusable."""
+GeoIP = tuple[list[Source], TerritoryTable]  # the open database files and their compiled table
+
+
+def table_cache_dir(settings: Settings) -> Path:
+    """Where the compiled table is cached: beside Faust's data, keyed by the files' content, so a restart
+    with the same files skips the compile (seconds on a real database)."""
+    return settings.data_dir / "geoip-table"
+
+
+async def load_geoip(settings: Settings, *, opener: Callable[[Path], Source] = open_database) -> GeoIP:
+    """Open the database files and compile (or read back) the territory table in a thread: the event loop
+    goes on meanwhile (the worker checks its Kafka topics at the same time). Raises ``DatabaseError`` naming
+    the file if one is unusable, so the worker stops at start with one line."""
+    return await asyncio.to_thread(load, list(settings.geoip_db), table_cache_dir(settings), opener=opener)
+
+
+def create_app(
+    settings: Settings, *, registry: CollectorRegistry | None = None, geoip: GeoIP | None = None
+) -> Shudi:
+    """Build a worker's Faust app over ``geoip`` (from :func:`load_geoip`). Without it the databases are
+    loaded here, blocking: allowed only where no event loop runs (offline tools, tests), since a compile
+    takes seconds. Raises ``DatabaseError`` if a database is unusable."""
     metrics = Metrics(registry if registry is not None else CollectorRegistry())
-    # Compiled here, before the event loop runs (nothing to block yet), so an unusable file stops the worker
-    # at start with one line; reloads compile in a thread while the loop runs (DatabaseWatcher.run).
-    # The compiled table is cached beside Faust's data, keyed by the files' content: a restart with the same
-    # files skips the compile (seconds on a real database).
-    table_cache = settings.data_dir / "geoip-table"
-    sources, table = load(settings.geoip_db, table_cache)
+    table_cache = table_cache_dir(settings)
+    if geoip is None:
+        if _loop_running():
+            raise RuntimeError("create_app in a running event loop: pass geoip=await load_geoip(settings)")
+        geoip = load(list(settings.geoip_db), table_cache)
+    # Reloads compile in a thread too, while the loop runs (DatabaseWatcher.run).
+    sources, table = geoip
     labeller = Labeller(table, cache_size=settings.geoip_cache_size, on_miss=metrics.lookup_seconds.observe)
     names = db_names([s.path for s in sources])
 

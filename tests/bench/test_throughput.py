@@ -4,13 +4,18 @@ accounting check."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
+import click
+import pytest
+
+from bench.throughput.__main__ import main
 from bench.throughput.harness import input_events
 from bench.throughput.measure import InputTimes, event_index
 from bench.throughput.modes import plan_modes
 from bench.throughput.options import Options
-from bench.throughput.report import Result, percentile, unaccounted
+from bench.throughput.report import Result, percentile, ratios, unaccounted
 
 
 def test_event_index_from_the_key_or_the_value() -> None:
@@ -52,7 +57,7 @@ def test_every_mode_has_its_own_topics_and_group(tmp_path: Path) -> None:
         "127.0.0.1:9",
         1000,
         tmp_path,
-        db=tmp_path / "x.mmdb",
+        db=(tmp_path / "x.mmdb",),
         modes=("raw", "naive", "faust-relay", "shudi", "shudi-x2"),
     )
     modes = plan_modes(opts, "bench-t", "bench-t-in")
@@ -64,3 +69,48 @@ def test_every_mode_has_its_own_topics_and_group(tmp_path: Path) -> None:
     assert len(outs) == len(set(outs))
     assert len({m.group for m in modes}) == len(modes)
     assert all("bench-t" in t for t in outs)
+
+
+@pytest.mark.parametrize(
+    ("given", "want"),
+    [
+        ("a.mmdb", ["a.mmdb"]),
+        ("v4.xdb,v6.xdb,city.mmdb", ["v4.xdb", "v6.xdb", "city.mmdb"]),
+        (" x.ipdb , y.mmdb ,", ["x.ipdb", "y.mmdb"]),
+    ],
+)
+def test_db_takes_an_ordered_comma_separated_list(given: str, want: list[str]) -> None:
+    """``--db`` parses as SHUDI_GEOIP_DB does: an ordered list of files."""
+    ctx = main.make_context("bench.throughput", ["--db", given])
+    assert ctx.params["db"] == tuple(Path(p) for p in want)
+    assert main.make_context("bench.throughput", []).params["db"] is None  # a synthetic .mmdb then
+
+
+def test_db_refuses_an_empty_list() -> None:
+    with pytest.raises(click.BadParameter, match="no database file"):
+        main.make_context("bench.throughput", ["--db", " , "])
+
+
+def test_modes_get_the_list_in_order_and_the_loops_its_mmdb(tmp_path: Path) -> None:
+    db = (tmp_path / "v4.xdb", tmp_path / "city.mmdb", tmp_path / "other.mmdb")
+    opts = Options("127.0.0.1:9", 1000, tmp_path, db=db, modes=("raw", "naive", "shudi"))
+    raw, naive, shudi = plan_modes(opts, "bench-t", "bench-t-in")
+    for mode in (raw, naive):
+        args = mode.processes[0].args
+        assert args[args.index("--db") + 1] == str(db[1])
+    assert shudi.processes[0].env["SHUDI_GEOIP_DB"] == ",".join(str(p) for p in db)
+    with pytest.raises(ValueError, match=r"naive mode needs a \.mmdb"):
+        plan_modes(replace(opts, db=db[:1]), "bench-t", "bench-t-in")
+
+
+def test_ratios_compare_modes_of_the_same_round() -> None:
+    """With --rounds, each ratio is taken between modes run next to each other, never across rounds."""
+    rates = {(1, "raw"): 40_000.0, (1, "shudi"): 30_000.0, (2, "raw"): 20_000.0, (2, "shudi"): 19_000.0}
+    rates |= {(1, "naive"): 10_000.0}
+    results = [Result(mode, events_per_s=v, round=k) for (k, mode), v in rates.items()]
+    got = ratios(results)
+    assert got["shudi/raw"] == [rates[1, "shudi"] / rates[1, "raw"], rates[2, "shudi"] / rates[2, "raw"]]
+    assert got["shudi/naive"] == [rates[1, "shudi"] / rates[1, "naive"]]
+    assert main.make_context("bench.throughput", ["--rounds", "3"]).params["rounds"] == 3
+    with pytest.raises(click.BadParameter):
+        main.make_context("bench.throughput", ["--rounds", "0"])

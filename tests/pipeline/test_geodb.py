@@ -19,9 +19,11 @@ from hypothesis import strategies as st
 from streams.devtools.geodbwrite import ipdb_bytes, segments_from_networks, write_xdb
 from streams.pipeline.countries import COUNTRIES, EN_ALIASES, ZH_ALIASES, country_code
 from streams.pipeline.geodb import open_database
+from streams.pipeline.geodb import xdb as xdb_module
 from streams.pipeline.geodb.base import DatabaseError, Source
 from streams.pipeline.geodb.ipdb import IpdbDatabase
 from streams.pipeline.geodb.labeller import DatabaseWatcher, Labeller, load
+from streams.pipeline.geodb.mmdb import node_records
 from streams.pipeline.geodb.regions import detect_layout, ipdb_label, xdb_label
 from streams.pipeline.geodb.table import TerritoryTable, combine, compile_table, direct_label
 from streams.pipeline.geodb.xdb import XdbDatabase
@@ -525,3 +527,50 @@ def test_table_cache_hit_miss_and_corruption(files: dict[str, Path], tmp_path: P
     assert code_of(other.labeller()("1.0.11.7")) == "HK"
     assert len(list(cache_dir.glob("*.table"))) == 2
     assert cache.cache_key(paths) != cache.cache_key([files["v4"], files["free"]])
+
+
+@pytest.mark.parametrize("record_size", [24, 28, 32])
+@given(data=st.binary(min_size=0, max_size=200))
+def test_mmdb_node_records_decode_every_record_size(record_size: int, data: bytes) -> None:
+    """The search tree decoded all at once (byte shuffles in C) gives each node's records as MaxMind's spec
+    lays them out, for every record size: checked against a per-node decode written from the spec."""
+    width = record_size // 4
+    tree = data[: len(data) // width * width]
+    want: list[int] = []
+    for off in range(0, len(tree), width):
+        node = tree[off : off + width]
+        if record_size == 28:
+            want += [
+                ((node[3] >> 4) << 24) | int.from_bytes(node[0:3], "big"),
+                ((node[3] & 0x0F) << 24) | int.from_bytes(node[4:7], "big"),
+            ]
+        else:
+            half = width // 2
+            want += [int.from_bytes(node[:half], "big"), int.from_bytes(node[half:], "big")]
+    zeros, ones = node_records(tree, record_size)
+    assert list(zeros) == want[0::2]
+    assert list(ones) == want[1::2]
+
+
+def test_xdb_fast_checks_decide_as_the_entry_by_entry_checks(
+    files: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The whole-array checks of an xdb file (a shortcut for a million entries) accept exactly the files
+    the entry-by-entry checks accept: good files of both families, and every corruption refused."""
+    contents = {name: files[name].read_bytes() for name in ("v4", "v6")}
+    contents |= {f"v4 {what}": c for what, c in _corrupt_xdbs(contents["v4"]).items()}
+    contents |= {f"v6 {what}": c for what, c in _corrupt_xdbs(contents["v6"]).items()}
+
+    def outcome(content: bytes) -> str:
+        try:
+            db = XdbDatabase.from_bytes(Path("x.xdb"), content)
+        except DatabaseError:
+            return "refused"
+        return f"{list(db.ranges(db.family))}"
+
+    fast = {name: outcome(c) for name, c in contents.items()}
+    monkeypatch.setattr(xdb_module, "_vector_index_agrees", lambda *_args: False)
+    slow = {name: outcome(c) for name, c in contents.items()}
+    assert fast == slow
+    assert fast["v4"] != "refused"
+    assert fast["v6"] != "refused"

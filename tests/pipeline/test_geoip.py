@@ -7,14 +7,22 @@ import logging
 import os
 import shutil
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import maxminddb
 import pytest
 
 from streams.devtools.mmdbbuild import build_city_mmdb, cn_record
-from streams.pipeline.geodb import open_database
-from streams.pipeline.geodb.labeller import DatabaseWatcher, Labeller, ReloadResult, load
+from streams.pipeline.geodb import Source, open_database
+from streams.pipeline.geodb.labeller import (
+    MISS_SAMPLE,
+    DatabaseWatcher,
+    Labeller,
+    ReloadResult,
+    compile_files,
+    load,
+)
 from streams.pipeline.geoip import DatabaseError, GeoDatabase, MmdbDatabase, RecordError
 from streams.pipeline.territory import (
     UNKNOWN,
@@ -163,7 +171,7 @@ def test_cache_counts_and_invalid_input(fixture_db_path: Path) -> None:
     s = labeller.stats()
     assert (s.hits, s.misses, s.cached) == (2, 1, 1)
     assert labeller.cache_counts() == (2, 1)
-    assert s.miss_seconds > 0
+    assert (s.timed_misses, s.timed_miss_seconds > 0) == (1, True)  # the first miss is timed
     for _ in range(2):
         with pytest.raises(InvalidIP):
             labeller.label("1.0.1.7 ")
@@ -174,6 +182,26 @@ def test_cache_counts_and_invalid_input(fixture_db_path: Path) -> None:
     assert labeller.stats().cached == 4  # bounded
     with pytest.raises(ValueError, match="cache_size"):
         Labeller.open(fixture_db_path, 0)
+
+
+def test_one_miss_in_the_sample_interval_is_timed(fixture_db_path: Path, fixture_db_b_path: Path) -> None:
+    """``on_miss`` hears of the first miss and then of one miss in MISS_SAMPLE, never of a hit; a swapped-in
+    table's cache times its first miss again."""
+    timings: list[float] = []
+    labeller = Labeller.open(fixture_db_path, 1024, on_miss=timings.append)
+    misses = 3 * MISS_SAMPLE + 2
+    for i in range(misses):
+        labeller.label(f"1.0.2.{i}")
+        labeller.label(f"1.0.2.{i}")  # a hit
+    want = len(range(0, misses, MISS_SAMPLE))
+    assert len(timings) == want
+    assert all(t > 0 for t in timings)
+    s = labeller.stats()
+    assert (s.misses, s.hits, s.timed_misses) == (misses, misses, want)
+    assert s.timed_miss_seconds == pytest.approx(sum(timings))
+    labeller.swap(compile_files(fixture_db_b_path))
+    labeller.label("1.0.2.1")
+    assert len(timings) == want + 1
 
 
 # --- hot reload --------------------------------------------------------------------------------------------
@@ -345,3 +373,51 @@ def test_demo_db_and_sample_ips(tmp_path: Path) -> None:
     labels = [labeller.label(ip) for ip in sample_ips(syn, None, 500, seed=5)]
     assert all(lb.reason is None for lb in labels)
     assert sum(lb.territory.scope == "domestic" for lb in labels) > 200
+
+
+def test_watcher_reloads_off_the_event_loop(live: Path, fixture_db_b_path: Path) -> None:
+    """A reload opens and compiles in a thread: the loop keeps running while a (deliberately slow) reload
+    goes on. The opener waits for the loop to turn; on the loop's own thread it would wait in vain."""
+    ticked = threading.Event()
+    threads: list[int] = []
+    began: list[Callable[[], None]] = []  # tells the loop, from the opener's thread, that the reload began
+
+    def slow_opener(path: Path) -> Source:
+        threads.append(threading.get_ident())
+        began[0]()
+        if not ticked.wait(60):
+            raise AssertionError("the event loop made no progress while the database was being reloaded")
+        return open_database(path)
+
+    results: list[ReloadResult] = []
+    labeller, watcher = _watched(live, 8, opener=slow_opener)
+
+    async def scenario() -> int:
+        loop = asyncio.get_running_loop()
+        started, done = asyncio.Event(), asyncio.Event()
+
+        def on_result(result: ReloadResult) -> None:
+            results.append(result)
+            done.set()
+
+        def tell_began() -> None:
+            loop.call_soon_threadsafe(started.set)
+
+        began.append(tell_began)
+        watcher._on_result = on_result
+        _replace(fixture_db_b_path, live)
+        task = asyncio.create_task(watcher.run(0))
+        await started.wait()
+        for _ in range(5):  # the loop turns while the reload runs
+            await asyncio.sleep(0)
+        ticked.set()
+        await done.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(scenario())
+    assert loop_thread not in threads
+    assert [r.status for r in results] == ["reloaded"]
+    assert labeller.label(FIRST_IP) == _label(RELOADED_FIRST)

@@ -157,31 +157,44 @@ class IpdbDatabase:
             out.append((0, (1 << bits) - 1, self._record(root)[0]))
             return out
         budget = 2 * nc + 2  # a trie visits each node once; more means a cycle or shared subtrees
-        record = self._record
-        # Items are (child, depth, prefix); a parent pushes its 1-branch before its 0-branch, so items come
-        # the stack in address order and the leaves are emitted sorted.
+        record, known = self._record, self._records
+        # Each node's children in two arrays (sliced in C): no index arithmetic per node.
+        zeros, ones = nodes[0::2], nodes[1::2]
+        # ::ffff:0:0/96 is IPv4's subtree; those addresses never reach the IPv6 table
+        alias_depth = 96 if family == 6 else -1
+        # Items are (child, depth, prefix): down the 0-branch at once, the 1-branch pushed where both exist,
+        # so the leaves come in address order; a chain of single children (most of an IPv6 tree) costs no
+        # stack traffic.
         stack = [(root, 0, 0)]
         pop, push, emit = stack.pop, stack.append, out.append
         while stack:
             node, depth, prefix = pop()
-            if node > nc:
-                start = prefix << (bits - depth)
-                label = record(node)[0]
-                if label is not _NOT_FOUND:
-                    emit((start, start + (1 << (bits - depth)) - 1, label))
-                continue
-            budget -= 1
+            top = depth
+            while node < nc:
+                if depth >= bits:
+                    raise DatabaseError(self.path, "corrupt ipdb file (the tree is deeper than an address)")
+                zero, one = zeros[node], ones[node]
+                depth += 1
+                prefix <<= 1
+                if depth == alias_depth:
+                    zero = nc if zero == v4root else zero
+                    one = nc if one == v4root else one
+                if one != nc:
+                    if zero == nc:
+                        node = one
+                        prefix |= 1
+                        continue
+                    push((one, depth, prefix | 1))
+                node = zero
+            budget -= depth - top
             if budget < 0:
                 raise DatabaseError(self.path, "corrupt ipdb file (the tree has cycles)")
-            if depth >= bits:
-                raise DatabaseError(self.path, "corrupt ipdb file (the tree is deeper than an address)")
-            d1 = depth + 1
-            one, zero = nodes[2 * node + 1], nodes[2 * node]
-            # ::ffff:0:0/96 is IPv4's subtree; those addresses never reach the IPv6 table
-            if one != nc and not (family == 6 and d1 == 96 and one == v4root):
-                push((one, d1, (prefix << 1) | 1))
-            if zero != nc and not (family == 6 and d1 == 96 and zero == v4root):
-                push((zero, d1, prefix << 1))
+            if node > nc:
+                start = prefix << (bits - depth)
+                got = known.get(node)
+                label = (got if got is not None else record(node))[0]
+                if label is not _NOT_FOUND:
+                    emit((start, start + (1 << (bits - depth)) - 1, label))
         return out
 
     def ranges(self, family: Family) -> Iterator[Range]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+from array import array
 from collections.abc import Iterator
 from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
@@ -20,6 +22,38 @@ _NOT_FOUND: Final = UNKNOWN_LABELS["not_found"]
 # to IPv4 before any lookup, so the IPv6 table does not need them.
 def looks_like_mmdb(tail: bytes) -> bool:
     return b"\xab\xcd\xefMaxMind.com" in tail
+
+
+_HIGH_NIBBLE: Final = bytes(b >> 4 for b in range(256))
+_LOW_NIBBLE: Final = bytes(b & 0x0F for b in range(256))
+
+
+def node_records(tree: bytes, record_size: int) -> tuple[array[int], array[int]]:
+    """The search tree's records as two arrays of 32-bit ints, every node's zero record and its one record,
+    each record's bytes copied into a big-endian 4-byte slot with extended slices (28-bit records share a
+    byte of two nibbles: ``translate`` splits it), so no Python code runs per node."""
+    width = record_size // 4  # bytes per node
+    nodes = len(tree) // width
+    half = width // 2
+    out: list[array[int]] = []
+    for side in (0, 1):
+        buf = bytearray(nodes * 4)
+        if record_size == 28:  # 3 bytes of the zero record, a byte of both top nibbles, 3 of the one's
+            buf[0::4] = tree[3::7].translate(_LOW_NIBBLE if side else _HIGH_NIBBLE)
+            for k in range(3):
+                buf[k + 1 :: 4] = tree[k + 4 * side :: 7]
+        else:
+            first = 4 - half  # 24-bit records leave the slot's top byte zero
+            for k in range(half):
+                buf[first + k :: 4] = tree[side * half + k :: width]
+        a = array("I")
+        if a.itemsize != 4:  # pragma: no cover -- 'I' is 4 bytes on every platform CPython runs on
+            raise RuntimeError("array('I') is not 32-bit here")
+        a.frombytes(buf)
+        if sys.byteorder == "little":
+            a.byteswap()
+        out.append(a)
+    return out[0], out[1]
 
 
 class MmdbSource:
@@ -59,18 +93,10 @@ class MmdbSource:
             raise DatabaseError(self.path, f"cannot read ({e.strerror or type(e).__name__})") from None
         if len(tree) != node_count * record_size // 4:
             raise DatabaseError(self.path, "corrupt (search tree truncated)")
-        frm = int.from_bytes
-        width = record_size // 4  # bytes per node
-
-        def children(n: int) -> tuple[int, int]:
-            off = n * width
-            if width == 6:
-                return frm(tree[off : off + 3]), frm(tree[off + 3 : off + 6])
-            if width == 8:
-                return frm(tree[off : off + 4]), frm(tree[off + 4 : off + 8])
-            mid = tree[off + 3]
-            left = ((mid & 0xF0) << 20) | frm(tree[off : off + 3])
-            return left, ((mid & 0x0F) << 24) | frm(tree[off + 4 : off + 7])
+        # Node n's zero and one records, all decoded at once in C: indexing an array is several times
+        # cheaper than slicing the tree and int.from_bytes twice per node.
+        zeros, ones = node_records(tree, record_size)
+        del tree
 
         ipv6_db = meta.ip_version == 6
         v4root = 0
@@ -78,11 +104,14 @@ class MmdbSource:
             for _ in range(96):
                 if v4root >= node_count:
                     break
-                v4root = children(v4root)[0]
+                v4root = zeros[v4root]
         if family == 6 and not ipv6_db:
             return []
         bits = 32 if family == 4 else 128
         root = v4root if family == 4 else 0
+        # The aliases of the IPv4 subtree (::ffff:0:0/96, 2002::/16) are IPv4's, not IPv6's: in the IPv6
+        # walk a pointer to the IPv4 subtree's root node reads as empty.
+        alias = v4root if family == 6 and v4root < node_count else node_count
         labels: dict[int, Label] = {}
         reader = self.db._reader
         addr_cls = IPv4Address if family == 4 else IPv6Address
@@ -95,6 +124,28 @@ class MmdbSource:
         try:
             while stack:
                 node, depth, prefix = pop()
+                top = depth
+                # Down the zero side, pushing the one side where both exist: a chain of nodes with a
+                # single child (most of an IPv6 tree: a /48 is 48 nodes deep) costs no stack traffic.
+                while node < node_count:
+                    if depth >= bits:
+                        raise DatabaseError(self.path, "corrupt (the search tree loops or is too deep)")
+                    zero = zeros[node]
+                    one = ones[node]
+                    depth += 1
+                    prefix <<= 1
+                    if one != node_count and one != alias:
+                        if zero == node_count or zero == alias:  # noqa: SIM109 -- no tuple built per node
+                            node = one
+                            prefix |= 1
+                            continue
+                        push((one, depth, prefix | 1))
+                    node = zero if zero != alias else node_count
+                # one step per level: the nodes this descent visited (a tree whose nodes share children
+                # could make the walk exponential; a valid tree visits each node once)
+                budget -= depth - top
+                if budget < 0:
+                    raise DatabaseError(self.path, "corrupt (the search tree loops or is too deep)")
                 if node > node_count:
                     label = labels.get(node)
                     start = prefix << (bits - depth)
@@ -104,26 +155,6 @@ class MmdbSource:
                         labels[node] = label
                     if label is not _NOT_FOUND:
                         emit((start, start + (1 << (bits - depth)) - 1, label))
-                    continue
-                budget -= 1
-                if budget < 0 or depth >= bits:
-                    raise DatabaseError(self.path, "corrupt (the search tree loops or is too deep)")
-                # children(node), inlined: this line runs once per node, millions of times
-                off = node * width
-                if width == 6:
-                    zero, one = frm(tree[off : off + 3]), frm(tree[off + 3 : off + 6])
-                elif width == 8:
-                    zero, one = frm(tree[off : off + 4]), frm(tree[off + 4 : off + 8])
-                else:
-                    mid = tree[off + 3]
-                    zero = ((mid & 0xF0) << 20) | frm(tree[off : off + 3])
-                    one = ((mid & 0x0F) << 24) | frm(tree[off + 4 : off + 7])
-                d1 = depth + 1
-                # the aliases of the IPv4 subtree (::ffff:0:0/96, 2002::/16) are IPv4's, not IPv6's
-                if one != node_count and not (family == 6 and one == v4root):
-                    push((one, d1, (prefix << 1) | 1))
-                if zero != node_count and not (family == 6 and zero == v4root):
-                    push((zero, d1, prefix << 1))
         except (maxminddb.InvalidDatabaseError, ValueError, TypeError) as e:
             first = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise DatabaseError(self.path, f"corrupt ({first.split(' for ', 1)[0]})") from None

@@ -119,10 +119,17 @@ def _steps_from_ranges(ranges: Iterable[Range], ids: _Labels, top: int, what: st
     out: list[int] = [0]
     cur = 0
     label_id = ids.id
+    # Label ids by the label object's identity: a database's ranges share a few hundred label objects, and
+    # hashing a Label (nested tuples) per range was a third of this loop. ``seen`` keeps them alive.
+    by_object: dict[int, int] = {}
+    seen: list[Label] = []
     for s, e, label in ranges:
         if s < cur or e < s or e > top:
             raise ValueError(f"{what}: ranges overlap, are out of order or out of range")
-        lid = label_id(label)
+        lid = by_object.get(id(label))
+        if lid is None:
+            lid = by_object[id(label)] = label_id(label)
+            seen.append(label)
         if s > cur and out[-1] != 0:
             starts.append(cur)
             out.append(0)
