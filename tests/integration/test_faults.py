@@ -49,6 +49,19 @@ def check(result: RowResult) -> None:
         RowOptions("broker-pause", events=EVENTS, rate=RATE, pause_s=15.0, batch_size=500, flush_events=2000),
         RowOptions("worker-kill", events=EVENTS, rate=RATE, batch_size=500, flush_events=2000),
         RowOptions("rolling-restart", events=EVENTS, rate=RATE, batch_size=500, flush_events=2000),
+        # The workers' network blackholed for 12 s with a 3 s stall timeout: /healthz must fail during the cut
+        # (stuck longer than 3 s + bench.faultrows.HEALTHZ_MARGIN_S) and pass again at the end.
+        RowOptions(
+            "network-cut",
+            events=EVENTS,
+            rate=RATE,
+            cut_s=12.0,
+            stall_timeout_s=3.0,
+            batch_size=500,
+            flush_events=2000,
+        ),
+        RowOptions("rebalance-storm", events=EVENTS, rate=RATE, batch_size=500, flush_events=2000),
+        RowOptions("worker-kill-rebalance", events=EVENTS, rate=RATE, batch_size=500, flush_events=2000),
     ],
     ids=lambda o: f"{o.fault}-down-{o.down_s:.0f}s" if o.fault == "broker-kill" else o.fault,
 )

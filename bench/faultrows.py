@@ -1,0 +1,237 @@
+"""The fault matrix's rows and checks of issue 14 that ``bench.faults`` calls: the network cut (through
+``bench.faultproxy``), the rebalance storm, a worker killed during a rebalance; the group's assignment at the
+end, and whether ``/healthz`` told the truth.
+
+Kept apart from ``bench.faults`` so that rows added side by side merge easily; it imports the harness (the
+harness imports this module inside the functions that call it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
+from aiokafka.structs import TopicPartition
+
+from bench import faults
+from streams.runtime.kafka import KafkaConnection
+
+if TYPE_CHECKING:
+    from bench.faults import Inject, RowOptions, RowResult, Run
+
+# What a worker's /healthz may take beyond its stall timeout to fail once it is stuck: the worker's own
+# last progress can be a little later than the last record the harness saw come out, and the sampler looks
+# twice a second. Only a stall longer than stall_timeout_s + this must have shown as a 503.
+HEALTHZ_MARGIN_S = 5.0
+# aiokafka logs this (INFO) when a member's rebalance begins, before its revocation callback runs.
+REBALANCE_BEGINS = "Revoking previously assigned partitions"
+
+
+# --------------------------------------------------------------------------- rows
+
+
+def plan(run: Run, options: RowOptions) -> tuple[Inject, int] | None:
+    """The workers, injection and duplicate bound of issue 14's rows; None for a fault not of them."""
+    fault = options.fault
+    if fault == "network-cut":
+        run.worker("worker-1")
+
+        def cut(r: Run) -> None:
+            assert r.proxy is not None
+            r.proxy.cut(options.cut_mode)
+            # What was in flight when the cut came may still land; after that nothing the workers send may.
+            settle = min(2.0, options.cut_s / 4)
+            time.sleep(settle)
+            held = asyncio.run(faults._safe_count(r.bootstrap, r.settings["SHUDI_ENRICHED_TOPIC"]))
+            time.sleep(options.cut_s - settle)
+            after = asyncio.run(faults._safe_count(r.bootstrap, r.settings["SHUDI_ENRICHED_TOPIC"]))
+            r.proxy.restore()
+            if held >= 0 and after != held:
+                # The workers' traffic bypassed the proxy (an advertised listener not pointing at it).
+                raise AssertionError(
+                    f"the cut did not hold: {held} enriched at its start, {after} at its end"
+                )
+
+        # As for a broker fault: batches acknowledged but whose commit was lost replay once, twice at most.
+        return cut, 2 * options.in_flight_bound
+    if fault == "rebalance-storm":
+        run.worker("worker-1")
+
+        def storm(r: Run) -> None:
+            extra = [r.worker("worker-2"), r.worker("worker-3")]
+            for w in extra:
+                w.start()
+            for w in extra:
+                w.wait_ready(240)
+            for w in extra:
+                code = w.stop(faults.STOP_BOUND_S)
+                if code != 0:
+                    raise AssertionError(f"{w.name} exit {code} on SIGTERM in the storm")
+
+        # Four membership changes (two joins, two leaves), each may refuse a commit: one flush each.
+        return storm, 4 * options.in_flight_bound
+    if fault == "worker-kill-rebalance":
+        run.worker("worker-1")
+
+        def kill_in_rebalance(r: Run) -> None:
+            old = r.workers[0]
+            begun = old.log().count(REBALANCE_BEGINS)
+            new = r.worker("worker-2")
+            new.start()
+            # The second member's join makes the coordinator rebalance: kill the first as soon as it logs
+            # that its rebalance began (its revocation, its flush and commit in progress).
+            deadline = time.monotonic() + 240
+            while old.log().count(REBALANCE_BEGINS) <= begun:
+                if time.monotonic() > deadline or not new.running():
+                    raise AssertionError(f"{old.name} never began a rebalance after {new.name} started")
+                time.sleep(0.05)
+            old.kill()
+            new.wait_ready(240)
+
+        # The killed worker's uncommitted flush, and one more for the rebalance it was in.
+        return kill_in_rebalance, 2 * options.in_flight_bound
+    return None
+
+
+# --------------------------------------------------------------------------- what the harness watches
+
+
+@dataclass
+class Sample:
+    t: float  # monotonic
+    enriched: int  # end offsets of the enriched topic; -1: the broker did not answer
+    lag: int | None  # the enrichment group's lag; None: the broker did not answer or nothing committed
+
+
+@dataclass
+class Timeline:
+    """The harness's view of progress (once a second) and every worker's /healthz answers (twice a
+    second), from the workers' start to the end of the output reads."""
+
+    progress: list[Sample] = field(default_factory=list)
+    healthz: dict[str, list[tuple[float, str]]] = field(default_factory=dict)
+
+    def longest_stall(self) -> float:
+        """The longest time during which input waited (lag not 0) and nothing new came out enriched: the
+        workers were stuck, from the outside. An unanswered probe (the broker away) counts as no progress."""
+        longest = 0.0
+        since: float | None = None
+        last = -1
+        for s in self.progress:
+            waiting = s.lag is None or s.lag > 0
+            grew = s.enriched > last and s.enriched >= 0
+            if s.enriched >= 0:
+                last = max(last, s.enriched)
+            if waiting and not grew:
+                since = s.t if since is None else since
+                longest = max(longest, s.t - since)
+            else:
+                since = None
+        return longest
+
+
+@contextlib.contextmanager
+def watching(run: Run, timeline: Timeline) -> Iterator[None]:
+    """Fills ``timeline`` while the block runs, from a thread of its own (the scenario's loop is busy)."""
+    done = threading.Event()
+
+    def health() -> None:
+        while not done.wait(0.5):
+            for w in list(run.workers):
+                if w.running():
+                    timeline.healthz.setdefault(w.name, []).append(
+                        (time.monotonic(), faults.healthz(w.metrics_port))
+                    )
+
+    async def probe() -> Sample:
+        t = time.monotonic()
+        enriched = await faults._safe_count(run.bootstrap, run.settings["SHUDI_ENRICHED_TOPIC"])
+        lag = await faults._lag_or_none(run)
+        return Sample(t, enriched, lag)
+
+    def progress() -> None:
+        while not done.wait(1.0):
+            timeline.progress.append(asyncio.run(probe()))
+
+    threads = [
+        threading.Thread(target=f, name=f"watch-{f.__name__}", daemon=True) for f in (health, progress)
+    ]
+    for th in threads:
+        th.start()
+    try:
+        yield
+    finally:
+        done.set()
+        for th in threads:
+            th.join()
+
+
+# --------------------------------------------------------------------------- checks after a row
+
+
+def check_after(run: Run, timeline: Timeline, result: RowResult) -> None:
+    """The checks of issue 14 that need the run (not only its outputs); problems go into ``result``."""
+    running = {w.name for w in run.workers if w.running()}
+    check_healthz(timeline, run.options.stall_timeout_s, running, result)
+    if run.options.fault in ("rebalance-storm", "worker-kill-rebalance", "network-cut"):
+        problem = asyncio.run(group_assignment_problem(run))
+        if problem is not None:
+            result.problems.append(problem)
+
+
+def check_healthz(timeline: Timeline, stall_timeout_s: float, running: set[str], result: RowResult) -> None:
+    """/healthz tells the truth: every worker alive at the end passes (its last answer 200); and if the
+    workers were stuck (input waiting, nothing coming out) longer than the stall timeout plus a margin, some
+    worker's /healthz failed during the run."""
+    result.stall_s = round(timeline.longest_stall(), 1)
+    for name, answers in timeline.healthz.items():
+        if answers and answers[-1][1] != "200" and name in running:
+            result.problems.append(
+                f"{name}'s /healthz answered {answers[-1][1]!r} at the end, after recovery"
+            )
+    if result.stall_s > stall_timeout_s + HEALTHZ_MARGIN_S:
+        failed = sum(1 for answers in timeline.healthz.values() for _, a in answers if a.startswith("503"))
+        if not failed:
+            result.problems.append(
+                f"stuck {result.stall_s}s (stall timeout {stall_timeout_s:.0f}s) and /healthz never failed"
+            )
+
+
+async def group_assignment_problem(run: Run) -> str | None:
+    """None if the enrichment group is Stable and its members own every input partition exactly once;
+    otherwise what is wrong. Waits up to a minute for a rebalance still settling after the last leave."""
+    group = f"{run.settings['SHUDI_APP_ID']}-enrich"
+    want = {TopicPartition(run.settings["SHUDI_INPUT_TOPIC"], p) for p in range(faults.PARTITIONS)}
+    admin = KafkaConnection.plaintext(run.bootstrap).admin(request_timeout_ms=10_000)
+    await admin.start()
+    problem: str | None = "not described"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            problem = None
+            for resp in await admin.describe_consumer_groups([group]):
+                for g in resp.groups:
+                    # (error_code, group_id, state, protocol_type, protocol, members[, operations])
+                    state, members = g[2], g[5]
+                    owned: list[TopicPartition] = []
+                    for m in members:
+                        # The member's assignment is its last field, whatever the response's version.
+                        owned += ConsumerProtocolMemberAssignment.decode(m[-1]).partitions()
+                    if state != "Stable":
+                        problem = f"enrichment group {state}, not Stable, at the end"
+                    elif sorted(owned) != sorted(want):
+                        problem = (
+                            f"enrichment group owns {sorted(owned)} at the end, not each input partition"
+                        )
+            if problem is None:
+                return None
+            await asyncio.sleep(1)
+    finally:
+        await admin.close()
+    return problem
