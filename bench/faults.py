@@ -610,7 +610,8 @@ def _row_line(r: RowResult) -> str:
         f"{r.fault:16} kafka {r.kafka_version:6} in {r.events_in} (valid {r.valid}, bad {r.bad}) "
         f"enriched {r.enriched_out} dlq {r.dlq_out} dup {r.duplicates} (input {r.input_duplicates}, "
         f"bound {r.duplicate_bound}) lost {r.lost} "
-        f"leaks {r.leaked_ips} recover {r.recover_s}s stall {r.stall_s}s idle {r.idle_s}s stop {r.stop_s} exits {r.exit_codes} "
+        f"leaks {r.leaked_ips} recover {r.recover_s}s stall {r.stall_s}s idle {r.idle_s}s "
+        f"stop {r.stop_s} exits {r.exit_codes} "
         f"healthz {r.healthz} -> {'OK' if r.ok else 'FAIL: ' + '; '.join(r.problems)}"
     )
 
