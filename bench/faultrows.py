@@ -222,7 +222,9 @@ async def group_assignment_problem(run: Run) -> str | None:
                     owned: list[TopicPartition] = []
                     for m in members:
                         # The member's assignment is its last field, whatever the response's version.
-                        owned += ConsumerProtocolMemberAssignment.decode(m[-1]).partitions()
+                        # (empty while the group is still syncing: no partitions yet).
+                        if m[-1]:
+                            owned += ConsumerProtocolMemberAssignment.decode(m[-1]).partitions()
                     if state != "Stable":
                         problem = f"enrichment group {state}, not Stable, at the end"
                     elif sorted(owned) != sorted(want):

@@ -488,6 +488,10 @@ def _fault_plan(run: Run, options: RowOptions) -> tuple[Inject, int]:
         # moved under it) and its batches since the last flush are delivered again to the new owner, as
         # at-least-once allows (seen once in CI: 1 duplicate). At most one flush per restart.
         return rolling, 3 * (options.flush_events + options.batch_size)
+    from bench.faultrows import plan as more_faults
+
+    if (plan := more_faults(run, options)) is not None:
+        return plan
     run.worker("worker-1")
     if fault == "none":
         return (lambda r: None), 0
@@ -519,11 +523,6 @@ def _fault_plan(run: Run, options: RowOptions) -> tuple[Inject, int]:
             new.wait_ready(240)
 
         return kill, options.in_flight_bound
-    from bench.faultrows import plan as more_faults
-
-    plan = more_faults(run, options)
-    if plan is not None:
-        return plan
     raise click.BadParameter(f"unknown fault {fault}")
 
 

@@ -22,6 +22,7 @@ pytestmark = pytest.mark.integration
 
 EVENTS = 6000
 RATE = 1500.0  # the stream lasts ~4 s, so the fault lands while events still arrive
+SLOW = 300.0
 
 
 def check(result: RowResult) -> None:
@@ -60,8 +61,10 @@ def check(result: RowResult) -> None:
             batch_size=500,
             flush_events=2000,
         ),
-        RowOptions("rebalance-storm", events=EVENTS, rate=RATE, batch_size=500, flush_events=2000),
-        RowOptions("worker-kill-rebalance", events=EVENTS, rate=RATE, batch_size=500, flush_events=2000),
+        # Slower (~20 s of stream): new workers take seconds to join, and the rebalances must land while
+        # events still arrive.
+        RowOptions("rebalance-storm", events=EVENTS, rate=SLOW, batch_size=500, flush_events=2000),
+        RowOptions("worker-kill-rebalance", events=EVENTS, rate=SLOW, batch_size=500, flush_events=2000),
     ],
     ids=lambda o: f"{o.fault}-down-{o.down_s:.0f}s" if o.fault == "broker-kill" else o.fault,
 )
