@@ -10,17 +10,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import threading
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 from aiokafka.structs import TopicPartition
 
 from bench import faults
+from streams.devtools.sample import SampleEvent
+from streams.pipeline.events import decode_count_message
+from streams.pipeline.windows import WindowSpec
 from streams.runtime.kafka import KafkaConnection
+from streams.settings import Settings
 
 if TYPE_CHECKING:
     from bench.faults import Inject, RowOptions, RowResult, Run
@@ -175,8 +182,11 @@ def watching(run: Run, timeline: Timeline) -> Iterator[None]:
 # --------------------------------------------------------------------------- checks after a row
 
 
-def check_after(run: Run, timeline: Timeline, result: RowResult) -> None:
+def check_after(run: Run, events: Sequence[SampleEvent], timeline: Timeline, result: RowResult) -> None:
     """The checks of issue 14 that need the run (not only its outputs); problems go into ``result``."""
+    counts, bursts = asyncio.run(read_counts_and_bursts(run))
+    check_counts(events, counts, _window_spec(run.settings), result)
+    check_bursts(bursts, result)
     running = {w.name for w in run.workers if w.running()}
     check_healthz(timeline, run.options.stall_timeout_s, running, result)
     if run.options.fault in ("rebalance-storm", "worker-kill-rebalance", "network-cut"):
@@ -237,3 +247,110 @@ async def group_assignment_problem(run: Run) -> str | None:
     finally:
         await admin.close()
     return problem
+
+
+def _window_spec(settings: dict[str, str]) -> WindowSpec:
+    """The workers' windows: their settings, or the defaults of :class:`streams.settings.Settings`."""
+
+    def value(name: str) -> int:
+        raw = settings.get(f"SHUDI_{name.upper()}")
+        default = Settings.model_fields[name].default
+        return int(raw) if raw is not None else int(default)
+
+    size = value("window_s")
+    return WindowSpec(
+        size_s=size, hop_s=value("window_hop_s") or size, lateness_s=value("allowed_lateness_s")
+    )
+
+
+def expected_counts(events: Sequence[SampleEvent], spec: WindowSpec) -> Counter[int]:
+    """Valid events per window start, from each event's own time (``created_at``)."""
+    want: Counter[int] = Counter()
+    for e in events:
+        if e.bad_reason is None:
+            when = datetime.fromisoformat(json.loads(e.value)["created_at"]).timestamp()
+            for start in spec.starts(when):
+                want[start] += 1
+    return want
+
+
+def check_counts(
+    events: Sequence[SampleEvent], counts: Counter[int], spec: WindowSpec, result: RowResult
+) -> None:
+    """Each window's count over all territories, as the enrichment stage handed it to the counting stage
+    (the counts topic, the only record of counts per window: the counting agent keeps the final ones in
+    memory and its table, and publishes only bursts and gauges), is at least the valid events sent in it;
+    exactly that when nothing was delivered twice (a replayed batch replays its counts too)."""
+    want = expected_counts(events, spec)
+    result.count_windows = len(want)
+    short = {w: (counts[w], n) for w, n in want.items() if counts[w] < n}
+    if short:
+        result.problems.append(f"{len(short)} windows counted short (got, sent): {sorted(short.items())[:3]}")
+    foreign = sorted(w for w in counts if w not in want)
+    if foreign:
+        result.problems.append(f"counts for windows no event was sent in: {foreign[:3]}")
+    if result.duplicates == 0:
+        over = {w: (counts[w], n) for w, n in want.items() if counts[w] > n}
+        if over:
+            result.problems.append(
+                f"{len(over)} windows over-counted without a duplicate: {sorted(over.items())[:3]}"
+            )
+
+
+def check_bursts(bursts: Sequence[dict[str, object]], result: RowResult) -> None:
+    """Burst events in order per partition (one territory's all go to one): no ``burst_id`` started twice,
+    no ``updated`` or ``ended`` of a burst that never started."""
+    started: Counter[str] = Counter()
+    orphans: list[str] = []
+    for b in bursts:
+        burst_id, kind = str(b.get("burst_id")), b.get("kind")
+        if kind == "started":
+            started[burst_id] += 1
+        elif burst_id not in started:
+            orphans.append(f"{kind} {burst_id}")
+    result.bursts = sum(started.values())
+    twice = [i for i, n in started.items() if n > 1]
+    if twice:
+        result.problems.append(f"bursts started more than once: {twice[:3]}")
+    if orphans:
+        result.problems.append(f"burst events without a start: {orphans[:3]}")
+
+
+async def read_counts_and_bursts(
+    run: Run,
+    timeout: float = 120.0,  # noqa: ASYNC109 -- a plain deadline for a polling loop
+) -> tuple[Counter[int], list[dict[str, object]]]:
+    """The counts topic's counts per window start (summed over territories) and every burst event, from the
+    beginning of both topics to their end offsets at the call (bursts in each partition's order)."""
+    counts_topic, bursts_topic = run.settings["SHUDI_COUNTS_TOPIC"], run.settings["SHUDI_BURSTS_TOPIC"]
+    consumer = KafkaConnection.plaintext(run.bootstrap).consumer(group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    counts: Counter[int] = Counter()
+    bursts: list[dict[str, object]] = []
+    try:
+        parts = [TopicPartition(t, p) for t in (counts_topic, bursts_topic) for p in range(faults.PARTITIONS)]
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        ends = await consumer.end_offsets(parts)
+        left = {tp for tp in parts if ends[tp] > 0}
+        deadline = time.monotonic() + timeout
+        while left and time.monotonic() < deadline:
+            for tp, records in (await consumer.getmany(*left, timeout_ms=500, max_records=10_000)).items():
+                for r in records:
+                    if r.offset >= ends[tp] or r.value is None:
+                        continue
+                    if tp.topic == counts_topic:
+                        for delta in decode_count_message(r.value).deltas:
+                            for w in delta.windows:
+                                counts[w.start] += w.count
+                    else:
+                        bursts.append(json.loads(r.value))
+                if records and records[-1].offset + 1 >= ends[tp]:
+                    left.discard(tp)
+        if left:
+            raise AssertionError(
+                f"counts and bursts not read to their end after {timeout:.0f}s: {sorted(left)}"
+            )
+    finally:
+        await consumer.stop()
+    return counts, bursts

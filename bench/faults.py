@@ -126,6 +126,8 @@ class RowResult:
     exit_codes: list[int | None] = field(default_factory=list)
     healthz: dict[str, int] = field(default_factory=dict)
     stall_s: float | None = None  # longest time input waited and nothing came out (bench.faultrows)
+    count_windows: int = 0  # windows whose counts were checked against the events sent in them
+    bursts: int = 0  # bursts started
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -439,7 +441,7 @@ def run_row(options: RowOptions, kafka_version: str, workdir: Path) -> RowResult
             _say(f"lag 0 after {result.idle_s:.1f}s; reading the outputs")
             out = asyncio.run(read_outputs(run.bootstrap, run.settings))
         verify(events, out, result)
-        check_after(run, timeline, result)
+        check_after(run, events, timeline, result)
         for w in run.workers:
             if w.running():
                 t0 = time.monotonic()
@@ -610,7 +612,7 @@ def _row_line(r: RowResult) -> str:
         f"enriched {r.enriched_out} dlq {r.dlq_out} dup {r.duplicates} (input {r.input_duplicates}, "
         f"bound {r.duplicate_bound}) lost {r.lost} "
         f"leaks {r.leaked_ips} recover {r.recover_s}s stall {r.stall_s}s idle {r.idle_s}s "
-        f"stop {r.stop_s} exits {r.exit_codes} "
+        f"windows {r.count_windows} bursts {r.bursts} stop {r.stop_s} exits {r.exit_codes} "
         f"healthz {r.healthz} -> {'OK' if r.ok else 'FAIL: ' + '; '.join(r.problems)}"
     )
 

@@ -1,0 +1,141 @@
+"""bench.faultrows's checks on made-up observations (no Kafka): counts per window, burst ids, the stall
+seen from the outside, /healthz's truthfulness."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import timedelta
+from pathlib import Path
+
+from bench.faultrows import (
+    HEALTHZ_MARGIN_S,
+    Sample,
+    Timeline,
+    check_bursts,
+    check_counts,
+    check_healthz,
+    expected_counts,
+)
+from bench.faults import RowResult
+from streams.devtools.mmdbbuild import build_demo_db, sample_ips
+from streams.devtools.sample import SampleEvent, sample_events
+from streams.pipeline.windows import WindowSpec
+
+SPEC = WindowSpec(size_s=60, hop_s=60, lateness_s=30)
+
+
+def _result() -> RowResult:
+    return RowResult("none", "test", 0, 0, 0)
+
+
+def _events(tmp_path: Path, n: int = 900) -> list[SampleEvent]:
+    db = build_demo_db(tmp_path / "demo.mmdb")
+    # 100 ms apart: 90 s of event time, so two windows.
+    return list(
+        sample_events(sample_ips(db, None, n=50, seed=1), n, seed=1, interval=timedelta(milliseconds=100))
+    )
+
+
+def test_counts_equal_to_the_events_sent_pass(tmp_path: Path) -> None:
+    events = _events(tmp_path)
+    want = expected_counts(events, SPEC)
+    assert len(want) == 2
+    assert want.total() == sum(1 for e in events if e.bad_reason is None)
+    result = _result()
+    check_counts(events, Counter(want), SPEC, result)
+    assert result.problems == []
+    assert result.count_windows == 2
+
+
+def test_a_window_counted_short_fails(tmp_path: Path) -> None:
+    events = _events(tmp_path)
+    counts = Counter(expected_counts(events, SPEC))
+    first = min(counts)
+    counts[first] -= 1
+    result = _result()
+    check_counts(events, counts, SPEC, result)
+    assert any("counted short" in p for p in result.problems)
+
+
+def test_over_counting_fails_only_without_duplicates(tmp_path: Path) -> None:
+    events = _events(tmp_path)
+    counts = Counter(expected_counts(events, SPEC))
+    counts[min(counts)] += 5
+    result = _result()
+    check_counts(events, counts, SPEC, result)
+    assert any("over-counted" in p for p in result.problems)
+    replayed = _result()
+    replayed.duplicates = 5
+    check_counts(events, counts, SPEC, replayed)
+    assert replayed.problems == []
+
+
+def test_bursts_started_twice_or_ended_without_start_fail() -> None:
+    ok = _result()
+    check_bursts(
+        [
+            {"kind": "started", "burst_id": "CN-GD@60"},
+            {"kind": "updated", "burst_id": "CN-GD@60"},
+            {"kind": "ended", "burst_id": "CN-GD@60"},
+        ],
+        ok,
+    )
+    assert ok.problems == []
+    assert ok.bursts == 1
+    bad = _result()
+    check_bursts(
+        [
+            {"kind": "started", "burst_id": "CN-GD@60"},
+            {"kind": "started", "burst_id": "CN-GD@60"},
+            {"kind": "ended", "burst_id": "CN-BJ@120"},
+        ],
+        bad,
+    )
+    assert any("more than once" in p for p in bad.problems)
+    assert any("without a start" in p for p in bad.problems)
+
+
+def _timeline(stuck_s: float, answers: list[str]) -> Timeline:
+    """Progress once a second: 5 s flowing, ``stuck_s`` with input waiting and nothing out, 5 s flowing."""
+    t, n, progress = 0.0, 0, []
+    for _ in range(5):
+        n += 100
+        progress.append(Sample(t, n, 50))
+        t += 1
+    for _ in range(int(stuck_s) + 1):
+        progress.append(Sample(t, n, 500))
+        t += 1
+    for _ in range(5):
+        n += 100
+        progress.append(Sample(t, n, 0))
+        t += 1
+    return Timeline(progress, {"worker-1": [(float(i), a) for i, a in enumerate(answers)]})
+
+
+def test_longest_stall_counts_an_unanswered_probe_as_no_progress() -> None:
+    timeline = _timeline(10, ["200"])
+    assert timeline.longest_stall() == 10
+    timeline.progress.insert(8, Sample(7.5, -1, None))
+    assert timeline.longest_stall() == 10
+
+
+def test_healthz_must_fail_during_a_long_stall_and_pass_at_the_end() -> None:
+    stall_timeout = 3.0
+    long = stall_timeout + HEALTHZ_MARGIN_S + 2
+    truthful = _result()
+    check_healthz(_timeline(long, ["200", "503 consumer", "200"]), stall_timeout, {"worker-1"}, truthful)
+    assert truthful.problems == []
+    silent = _result()
+    check_healthz(_timeline(long, ["200", "200"]), stall_timeout, {"worker-1"}, silent)
+    assert any("never failed" in p for p in silent.problems)
+    # A stall within the timeout and its margin asks nothing of /healthz.
+    short = _result()
+    check_healthz(_timeline(stall_timeout, ["200", "200"]), stall_timeout, {"worker-1"}, short)
+    assert short.problems == []
+    still_failing = _result()
+    check_healthz(_timeline(long, ["200", "503 consumer"]), stall_timeout, {"worker-1"}, still_failing)
+    assert any("at the end" in p for p in still_failing.problems)
+    # A worker stopped before the end is not asked to pass.
+    gone = _result()
+    check_healthz(_timeline(long, ["503 consumer", "down"]), stall_timeout, set(), gone)
+    assert gone.problems == []
