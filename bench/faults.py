@@ -342,6 +342,9 @@ class Run:
             SHUDI_STALL_TIMEOUT_S=str(options.stall_timeout_s),
             SHUDI_LOG_LEVEL="info",
         )
+        from bench.faultrows import burst_settings
+
+        self.settings.update(burst_settings(options.events))
         self.workers: list[WorkerProcess] = []
         # network-cut: the workers reach the broker through a proxy (a listener of its own, advertised as the
         # proxy's port); the harness's producer, lag and output reads use the direct one and see no cut.
@@ -417,11 +420,12 @@ async def _safe_count(bootstrap: str, topic: str) -> int:
 
 def run_row(options: RowOptions, kafka_version: str, workdir: Path) -> RowResult:
     """One run of one fault; the broker and the workers are gone when it returns."""
-    from bench.faultrows import Timeline, check_after, watching
+    from bench.faultrows import Timeline, check_after, watching, with_scripted_burst
 
     run = Run(workdir, options, kafka_version)
     ips = sample_ips(run.db, None, n=400, seed=options.seed)
     events = list(sample_events(ips, options.events, bad_fraction=0.01, seed=options.seed))
+    events = with_scripted_burst(run.db, events, options.seed)
     valid = sum(1 for e in events if e.bad_reason is None)
     result = RowResult(options.fault, kafka_version, len(events), valid, len(events) - valid)
     seen: Counter[str] = Counter()

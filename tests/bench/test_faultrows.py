@@ -3,18 +3,24 @@ seen from the outside, /healthz's truthfulness."""
 
 from __future__ import annotations
 
+import json
 from collections import Counter
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bench.faultrows import (
+    BURST_TERRITORY,
     HEALTHZ_MARGIN_S,
     Sample,
     Timeline,
+    burst_starts,
+    burst_window_s,
     check_bursts,
     check_counts,
     check_healthz,
     expected_counts,
+    scripted_burst_problem,
+    with_scripted_burst,
 )
 from bench.faults import RowResult
 from streams.devtools.mmdbbuild import build_demo_db, sample_ips
@@ -74,9 +80,10 @@ def test_bursts_started_twice_or_ended_without_start_fail() -> None:
     ok = _result()
     check_bursts(
         [
-            {"kind": "started", "burst_id": "CN-GD@60"},
-            {"kind": "updated", "burst_id": "CN-GD@60"},
-            {"kind": "ended", "burst_id": "CN-GD@60"},
+            {"kind": "started", "burst_id": "CN-GD@60", "window_start": "w1"},
+            {"kind": "started", "burst_id": "CN-GD@60", "window_start": "w1"},  # a replay: the same event
+            {"kind": "updated", "burst_id": "CN-GD@60", "window_start": "w2"},
+            {"kind": "ended", "burst_id": "CN-GD@60", "window_start": "w3"},
         ],
         ok,
     )
@@ -85,9 +92,9 @@ def test_bursts_started_twice_or_ended_without_start_fail() -> None:
     bad = _result()
     check_bursts(
         [
-            {"kind": "started", "burst_id": "CN-GD@60"},
-            {"kind": "started", "burst_id": "CN-GD@60"},
-            {"kind": "ended", "burst_id": "CN-BJ@120"},
+            {"kind": "started", "burst_id": "CN-GD@60", "window_start": "w1"},
+            {"kind": "started", "burst_id": "CN-GD@60", "window_start": "w4"},
+            {"kind": "ended", "burst_id": "CN-BJ@120", "window_start": "w3"},
         ],
         bad,
     )
@@ -139,3 +146,31 @@ def test_healthz_must_fail_during_a_long_stall_and_pass_at_the_end() -> None:
     gone = _result()
     check_healthz(_timeline(long, ["503 consumer", "down"]), stall_timeout, set(), gone)
     assert gone.problems == []
+
+
+def test_scripted_burst_is_merged_in_time_order_and_found_only_in_its_windows(tmp_path: Path) -> None:
+    db = build_demo_db(tmp_path / "demo.mmdb")
+    events = list(sample_events(sample_ips(db, None, n=50, seed=1), 6000, seed=1))
+    merged = with_scripted_burst(db, events, seed=1)
+    spec = WindowSpec(size_s=burst_window_s(6000), hop_s=burst_window_s(6000), lateness_s=0)
+    before, after = expected_counts(events, spec), expected_counts(merged, spec)
+    starts = burst_starts(6000)
+    assert {w for w in after if after[w] != before[w]} == set(starts)
+    assert all(after[w] >= before[w] + 40 for w in starts)
+    times = [
+        datetime.fromisoformat(json.loads(e.value)["created_at"]) for e in merged if e.bad_reason is None
+    ]
+    assert times == sorted(times)
+
+    def started(window: int) -> dict[str, object]:
+        return {
+            "kind": "started",
+            "type": "regional",
+            "territory": {"code": BURST_TERRITORY},
+            "window_start": datetime.fromtimestamp(window, tz=UTC).isoformat(),
+            "burst_id": f"{BURST_TERRITORY}@{window}",
+        }
+
+    assert scripted_burst_problem([started(starts[1])], 6000) is None
+    assert scripted_burst_problem([started(starts[0] - 10 * spec.size_s)], 6000) is not None
+    assert scripted_burst_problem([], 6000) is not None
