@@ -280,12 +280,18 @@ def check_after(run: Run, events: Sequence[SampleEvent], timeline: Timeline, res
         time.sleep(2)
     if missed is not None:
         result.problems.append(missed)
+    waited = time.monotonic() - (deadline - DETECTION_WAIT_S)
+    faults._say(f"counts and bursts read; waited {waited:.0f}s for the scripted burst")
     check_counts(events, counts, _window_spec(run.settings), result)
     check_bursts(bursts, result)
     running = {w.name for w in run.workers if w.running()}
     check_healthz(timeline, run.options.stall_timeout_s, running, result)
     if run.options.fault in ("rebalance-storm", "worker-kill-rebalance", "network-cut"):
+        t0 = time.monotonic()
         problem = asyncio.run(group_assignment_problem(run))
+        faults._say(
+            f"group assignment read in {time.monotonic() - t0:.0f}s: {problem or 'each partition owned once'}"
+        )
         if problem is not None:
             result.problems.append(problem)
 
