@@ -102,8 +102,9 @@ def test_bursts_started_twice_or_ended_without_start_fail() -> None:
     assert any("without a start" in p for p in bad.problems)
 
 
-def _timeline(stuck_s: float, answers: list[str]) -> Timeline:
-    """Progress once a second: 5 s flowing, ``stuck_s`` with input waiting and nothing out, 5 s flowing."""
+def _timeline(stuck_s: float, answers: list[str], first_answer_at: float = 0.0) -> Timeline:
+    """Progress once a second: 5 s flowing, ``stuck_s`` with input waiting and nothing out, 5 s flowing;
+    ``answers`` one a second from ``first_answer_at``."""
     t, n, progress = 0.0, 0, []
     for _ in range(5):
         n += 100
@@ -116,12 +117,13 @@ def _timeline(stuck_s: float, answers: list[str]) -> Timeline:
         n += 100
         progress.append(Sample(t, n, 0))
         t += 1
-    return Timeline(progress, {"worker-1": [(float(i), a) for i, a in enumerate(answers)]})
+    return Timeline(progress, {"worker-1": [(first_answer_at + i, a) for i, a in enumerate(answers)]})
 
 
 def test_longest_stall_counts_an_unanswered_probe_as_no_progress() -> None:
     timeline = _timeline(10, ["200"])
     assert timeline.longest_stall() == 10
+    assert timeline.stall() == (5.0, 15.0)
     timeline.progress.insert(8, Sample(7.5, -1, None))
     assert timeline.longest_stall() == 10
 
@@ -130,8 +132,17 @@ def test_healthz_must_fail_during_a_long_stall_and_pass_at_the_end() -> None:
     stall_timeout = 3.0
     long = stall_timeout + HEALTHZ_MARGIN_S + 2
     truthful = _result()
-    check_healthz(_timeline(long, ["200", "503 consumer", "200"]), stall_timeout, {"worker-1"}, truthful)
+    answers = ["200"] * 8 + ["503 consumer"] * 5 + ["200"] * 5  # the 503s inside the stall (5 s to 15 s)
+    check_healthz(_timeline(long, answers), stall_timeout, {"worker-1"}, truthful)
     assert truthful.problems == []
+    # A 503 long before the stall does not count for it.
+    early = _result()
+    check_healthz(_timeline(long, ["503 consumer"] + ["200"] * 20), stall_timeout, {"worker-1"}, early)
+    assert any("never failed" in p for p in early.problems)
+    # A worker that started during the stall (a replacement) answers 200 while it starts: nothing asked.
+    replaced = _result()
+    check_healthz(_timeline(long, ["200"] * 5, first_answer_at=8.0), stall_timeout, {"worker-1"}, replaced)
+    assert replaced.problems == []
     silent = _result()
     check_healthz(_timeline(long, ["200", "200"]), stall_timeout, {"worker-1"}, silent)
     assert any("never failed" in p for p in silent.problems)
@@ -140,11 +151,11 @@ def test_healthz_must_fail_during_a_long_stall_and_pass_at_the_end() -> None:
     check_healthz(_timeline(stall_timeout, ["200", "200"]), stall_timeout, {"worker-1"}, short)
     assert short.problems == []
     still_failing = _result()
-    check_healthz(_timeline(long, ["200", "503 consumer"]), stall_timeout, {"worker-1"}, still_failing)
+    check_healthz(_timeline(long, ["200"] * 8 + ["503 consumer"]), stall_timeout, {"worker-1"}, still_failing)
     assert any("at the end" in p for p in still_failing.problems)
     # A worker stopped before the end is not asked to pass.
     gone = _result()
-    check_healthz(_timeline(long, ["503 consumer", "down"]), stall_timeout, set(), gone)
+    check_healthz(_timeline(long, ["200"] * 8 + ["503 consumer", "down"]), stall_timeout, set(), gone)
     assert gone.problems == []
 
 
