@@ -19,7 +19,11 @@ producer finish and the group go idle, then checks (:func:`verify`):
 Rows (``--fault``): ``none`` (the baseline), ``broker-kill`` (``kill -9`` of the broker and a restart on
 the same data directory), ``broker-pause`` (SIGSTOP for ``--pause`` seconds, then SIGCONT), ``worker-kill``
 (``kill -9`` of the worker mid-batch and a new one on the same data dir), ``rolling-restart`` (3 workers,
-each stopped with SIGTERM and started again, one at a time).
+each stopped with SIGTERM and started again, one at a time); and in :mod:`bench.faultrows`: ``network-cut``
+(the workers' network blackholed or reset for ``--cut`` seconds through :mod:`bench.faultproxy`),
+``rebalance-storm`` (1 → 3 → 1 workers), ``worker-kill-rebalance`` (``kill -9`` as a rebalance begins).
+:func:`bench.faultrows.check_after` adds the counts per window, the burst events (a scripted burst in every
+stream must be found), ``/healthz``'s truthfulness and, for its rows, the group's assignment.
 """
 
 from __future__ import annotations
