@@ -36,9 +36,10 @@ test: lint  ## everything CI runs: lint, then the whole test suite on a real bro
 bench: venv  ## throughput benchmark on the local broker (not a test; prints figures)
 	$(BIN)/python -m bench.throughput
 
-faults: venv  ## the fault matrix on brokers of its own (README, Faults; ~10 min; not a test)
+faults: venv  ## the fault matrix on brokers of its own (README, Faults; ~20 min; not a test)
 	$(BIN)/python -m bench.faults --fault none --fault broker-kill --fault broker-pause --fault worker-kill \
-		--fault rolling-restart --kafka-version 4.1.1 --kafka-version 4.4.0
+		--fault rolling-restart --fault network-cut --fault rebalance-storm --fault worker-kill-rebalance \
+		--kafka-version 4.1.1 --kafka-version 4.4.0
 
 clean:  ## remove the venv and local state (the Kafka jar cache stays in ~/.cache/shudi)
 	rm -rf $(VENV) var .mypy_cache .pytest_cache .ruff_cache

@@ -19,7 +19,11 @@ producer finish and the group go idle, then checks (:func:`verify`):
 Rows (``--fault``): ``none`` (the baseline), ``broker-kill`` (``kill -9`` of the broker and a restart on
 the same data directory), ``broker-pause`` (SIGSTOP for ``--pause`` seconds, then SIGCONT), ``worker-kill``
 (``kill -9`` of the worker mid-batch and a new one on the same data dir), ``rolling-restart`` (3 workers,
-each stopped with SIGTERM and started again, one at a time).
+each stopped with SIGTERM and started again, one at a time); and in :mod:`bench.faultrows`: ``network-cut``
+(the workers' network blackholed or reset for ``--cut`` seconds through :mod:`bench.faultproxy`),
+``rebalance-storm`` (1 → 3 → 1 workers), ``worker-kill-rebalance`` (``kill -9`` as a rebalance begins).
+:func:`bench.faultrows.check_after` adds the counts per window, the burst events (a scripted burst in every
+stream must be found), ``/healthz``'s truthfulness and, for its rows, the group's assignment.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from typing import Any, Literal
 import click
 from aiokafka.structs import TopicPartition
 
+from bench.faultproxy import CUT_MODES, CutMode, FaultProxy
 from streams.cli.send import produce_lines
 from streams.devtools import localkafka
 from streams.devtools.mmdbbuild import build_demo_db, sample_ips
@@ -54,8 +59,26 @@ from streams.runtime.admin import create_topics
 from streams.runtime.kafka import KafkaConnection
 from streams.testing import WORKER_READY, WorkerProcess, free_port, run_settings
 
-Fault = Literal["none", "broker-kill", "broker-pause", "worker-kill", "rolling-restart"]
-FAULTS: tuple[Fault, ...] = ("none", "broker-kill", "broker-pause", "worker-kill", "rolling-restart")
+Fault = Literal[
+    "none",
+    "broker-kill",
+    "broker-pause",
+    "worker-kill",
+    "rolling-restart",
+    "network-cut",
+    "rebalance-storm",
+    "worker-kill-rebalance",
+]
+FAULTS: tuple[Fault, ...] = (
+    "none",
+    "broker-kill",
+    "broker-pause",
+    "worker-kill",
+    "rolling-restart",
+    "network-cut",
+    "rebalance-storm",
+    "worker-kill-rebalance",
+)
 
 PARTITIONS = 4
 # Longest a worker may take to exit after SIGTERM, whatever state the broker is in.
@@ -75,6 +98,8 @@ class RowOptions:
     idle_timeout_s: float = 300.0  # most the group may take to reach lag 0 after the producer finished
     batch_size: int = 2000  # the worker's defaults
     flush_events: int = 20_000
+    cut_s: float = 30.0  # network-cut: how long the workers' network is down
+    cut_mode: CutMode = "blackhole"  # network-cut: bytes stop silently, or every connection reset
 
     @property
     def in_flight_bound(self) -> int:
@@ -104,6 +129,9 @@ class RowResult:
     stop_s: list[float] = field(default_factory=list)
     exit_codes: list[int | None] = field(default_factory=list)
     healthz: dict[str, int] = field(default_factory=dict)
+    stall_s: float | None = None  # longest time input waited and nothing came out (bench.faultrows)
+    count_windows: int = 0  # windows whose counts were checked against the events sent in them
+    bursts: int = 0  # bursts started
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -318,7 +346,17 @@ class Run:
             SHUDI_STALL_TIMEOUT_S=str(options.stall_timeout_s),
             SHUDI_LOG_LEVEL="info",
         )
+        from bench.faultrows import burst_settings
+
+        self.settings.update(burst_settings(options.events))
         self.workers: list[WorkerProcess] = []
+        # network-cut: the workers reach the broker through a proxy (a listener of its own, advertised as the
+        # proxy's port); the harness's producer, lag and output reads use the direct one and see no cut.
+        self.proxy: FaultProxy | None = None
+        if options.fault == "network-cut":
+            self.proxied_port = free_port()
+            self.proxy = FaultProxy(upstream=self.proxied_port).start()
+            self.settings["SHUDI_BROKER"] = f"127.0.0.1:{self.proxy.port}"
 
     @property
     def bootstrap(self) -> str:
@@ -326,7 +364,8 @@ class Run:
 
     def start_broker(self) -> None:
         with _version(self.kafka_version):
-            self.broker = localkafka.start(port=self.port, data_dir=self.data_dir)
+            proxied = None if self.proxy is None else (self.proxied_port, self.proxy.port)
+            self.broker = localkafka.start(port=self.port, data_dir=self.data_dir, proxied=proxied)
 
     def kill_broker(self) -> None:
         assert self.broker is not None
@@ -339,6 +378,8 @@ class Run:
             with _version(self.kafka_version):
                 localkafka.stop(self.broker)
             self.broker = None
+        if self.proxy is not None:
+            self.proxy.stop()
 
     def worker(self, name: str, data: str | None = None) -> WorkerProcess:
         settings = dict(self.settings)
@@ -383,12 +424,16 @@ async def _safe_count(bootstrap: str, topic: str) -> int:
 
 def run_row(options: RowOptions, kafka_version: str, workdir: Path) -> RowResult:
     """One run of one fault; the broker and the workers are gone when it returns."""
+    from bench.faultrows import Timeline, check_after, watching, with_scripted_burst
+
     run = Run(workdir, options, kafka_version)
     ips = sample_ips(run.db, None, n=400, seed=options.seed)
     events = list(sample_events(ips, options.events, bad_fraction=0.01, seed=options.seed))
+    events = with_scripted_burst(run.db, events, options.seed)
     valid = sum(1 for e in events if e.bad_reason is None)
     result = RowResult(options.fault, kafka_version, len(events), valid, len(events) - valid)
     seen: Counter[str] = Counter()
+    timeline = Timeline()
     try:
         run.start_broker()
         _say(f"Kafka {kafka_version} on {run.bootstrap}; {options.fault}, {len(events)} events")
@@ -399,11 +444,12 @@ def run_row(options: RowOptions, kafka_version: str, workdir: Path) -> RowResult
             w.start()
         for w in run.workers:
             w.wait_ready(180)
-        with sampling_healthz(run.workers, seen):
+        with sampling_healthz(run.workers, seen), watching(run, timeline):
             asyncio.run(_scenario(run, options, events, inject, result))
             _say(f"lag 0 after {result.idle_s:.1f}s; reading the outputs")
             out = asyncio.run(read_outputs(run.bootstrap, run.settings))
         verify(events, out, result)
+        check_after(run, events, timeline, result)
         for w in run.workers:
             if w.running():
                 t0 = time.monotonic()
@@ -452,6 +498,10 @@ def _fault_plan(run: Run, options: RowOptions) -> tuple[Inject, int]:
         # moved under it) and its batches since the last flush are delivered again to the new owner, as
         # at-least-once allows (seen once in CI: 1 duplicate). At most one flush per restart.
         return rolling, 3 * (options.flush_events + options.batch_size)
+    from bench.faultrows import plan as more_faults
+
+    if (plan := more_faults(run, options)) is not None:
+        return plan
     run.worker("worker-1")
     if fault == "none":
         return (lambda r: None), 0
@@ -569,7 +619,8 @@ def _row_line(r: RowResult) -> str:
         f"{r.fault:16} kafka {r.kafka_version:6} in {r.events_in} (valid {r.valid}, bad {r.bad}) "
         f"enriched {r.enriched_out} dlq {r.dlq_out} dup {r.duplicates} (input {r.input_duplicates}, "
         f"bound {r.duplicate_bound}) lost {r.lost} "
-        f"leaks {r.leaked_ips} recover {r.recover_s}s idle {r.idle_s}s stop {r.stop_s} exits {r.exit_codes} "
+        f"leaks {r.leaked_ips} recover {r.recover_s}s stall {r.stall_s}s idle {r.idle_s}s "
+        f"windows {r.count_windows} bursts {r.bursts} stop {r.stop_s} exits {r.exit_codes} "
         f"healthz {r.healthz} -> {'OK' if r.ok else 'FAIL: ' + '; '.join(r.problems)}"
     )
 
@@ -580,6 +631,9 @@ INVARIANT = {
     "broker-pause": "nothing lost; duplicates ≤ 2 flushes; resumes without a restart",
     "worker-kill": "nothing lost; duplicates ≤ 1 flush (flush_events + batch_size)",
     "rolling-restart": "nothing lost; duplicates ≤ one flush per restart; every exit 0",
+    "network-cut": "nothing lost; duplicates ≤ 2 flushes; resumes without a restart; /healthz fails if stuck",
+    "rebalance-storm": "nothing lost; duplicates ≤ one flush per membership change; one owner per partition",
+    "worker-kill-rebalance": "nothing lost; duplicates ≤ 2 flushes; one owner per partition",
 }
 
 
@@ -614,6 +668,14 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
 @click.option(
     "--down", "down_s", type=float, default=2.0, show_default=True, help="broker-kill: seconds down."
 )
+@click.option("--cut", "cut_s", type=float, default=30.0, show_default=True, help="network-cut: seconds cut.")
+@click.option(
+    "--cut-mode",
+    type=click.Choice(CUT_MODES),
+    default="blackhole",
+    show_default=True,
+    help="network-cut: bytes stop silently (blackhole) or every connection is reset.",
+)
 @click.option("--repeat", type=int, default=1, show_default=True)
 @click.option("--json-out", type=click.Path(path_type=Path), default=None, help="Append each row as JSON.")
 @click.option("--keep", is_flag=True, help="Keep each run's directory (logs, broker data).")
@@ -631,6 +693,8 @@ def main(
     at: float,
     pause_s: float,
     down_s: float,
+    cut_s: float,
+    cut_mode: CutMode,
     batch_size: int,
     flush_events: int,
     repeat: int,
@@ -658,6 +722,8 @@ def main(
                     at=at,
                     pause_s=pause_s,
                     down_s=down_s,
+                    cut_s=cut_s,
+                    cut_mode=cut_mode,
                     seed=i + 1,
                     batch_size=batch_size,
                     flush_events=flush_events,

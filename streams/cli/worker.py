@@ -26,7 +26,7 @@ def worker(ctx: click.Context) -> NoReturn:
     from streams.pipeline.geoip import DatabaseError
     from streams.runtime.app import GeoIP, create_app, load_geoip
     from streams.runtime.health import serve
-    from streams.runtime.kafka import KafkaConnectionError
+    from streams.runtime.kafka import KafkaConnectionError, patch_aiokafka_closed_transport
     from streams.runtime.topics import ensure_topics
 
     settings = settings_or_exit()
@@ -64,6 +64,7 @@ def worker(ctx: click.Context) -> NoReturn:
     if settings.metrics_port:
         serve(settings.metrics_host, settings.metrics_port, shudi.metrics.registry, shudi.health)
     if _have_uvloop():
+        patch_aiokafka_closed_transport()  # uvloop's RuntimeError on a reset connection: see there
         # Faust reads `--loop` from sys.argv at import time only; this sets the policy before its loop exists.
         mode.loop.use("uvloop")
     sys.argv = faust_worker_argv(settings, ctx.args)

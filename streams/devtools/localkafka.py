@@ -289,7 +289,11 @@ def _load_state(port: int) -> Broker | None:
 
 
 def _server_properties(
-    port: int, controller_port: int, log_dir: Path, secure: SecureSetup | None = None
+    port: int,
+    controller_port: int,
+    log_dir: Path,
+    secure: SecureSetup | None = None,
+    proxied: tuple[int, int] | None = None,
 ) -> str:
     props = {
         "process.roles": "broker,controller",
@@ -330,6 +334,14 @@ def _server_properties(
     }
     if secure is not None:
         props.update(secure.server_properties(controller_port))
+    if proxied is not None:
+        # A second PLAINTEXT listener whose advertised address is a proxy's in front of it: a client that
+        # bootstraps through the proxy learns the proxy's address from metadata, so its reconnections go
+        # through the proxy too, while clients of the first listener reach the broker directly.
+        bound, advertised = proxied
+        props["listeners"] += f",PROXIED://127.0.0.1:{bound}"
+        props["advertised.listeners"] += f",PROXIED://127.0.0.1:{advertised}"
+        props["listener.security.protocol.map"] += ",PROXIED:PLAINTEXT"
     return "".join(f"{k}={v}\n" for k, v in props.items())
 
 
@@ -378,6 +390,7 @@ def start(
     ssl_port: int | None = None,
     scram_users: tuple[str, ...] = DEFAULT_SCRAM_USERS,
     tls_users: tuple[str, ...] = DEFAULT_TLS_USERS,
+    proxied: tuple[int, int] | None = None,
 ) -> Broker:
     """Start a detached single-node broker on 127.0.0.1:port and wait until it answers metadata.
 
@@ -386,10 +399,14 @@ def start(
     ``secure``: no PLAINTEXT listener; ``port`` is a SASL_SSL listener and ``ssl_port`` (default: any free
     port) an SSL listener requiring client certificates, with ACLs enforced (see
     :mod:`streams.devtools.securekafka`; ``scram_users`` and ``tls_users`` are the clients made for it).
+    ``proxied=(bound, advertised)``: a second PLAINTEXT listener on ``bound``, advertised as ``advertised``
+    (a TCP proxy in front of it, e.g. ``bench.faultproxy``); not with ``secure``.
     Must not be called from inside a running event loop (it uses ``asyncio.run``).
     """
     if port_in_use(port):
         raise BrokerError(f"127.0.0.1:{port} is already in use (a broker already running? try `status`)")
+    if proxied is not None and secure:
+        raise BrokerError("a proxied listener is PLAINTEXT: not with a secured broker")
     java = _java()
     jars = ensure_jars()
 
@@ -411,7 +428,7 @@ def start(
         raise BrokerError(f"controller port 127.0.0.1:{controller_port} is already in use")
 
     setup = _secure_setup(data_dir, throwaway, port, ssl_port, scram_users, tls_users) if secure else None
-    props_path.write_text(_server_properties(port, controller_port, log_dir, setup))
+    props_path.write_text(_server_properties(port, controller_port, log_dir, setup, proxied))
     props_path.chmod(0o600)  # a secured broker's file holds the PLAIN users' passwords
     jvm = _jvm_command(java, heap, jars, data_dir)
     if not formatted:

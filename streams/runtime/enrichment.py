@@ -109,9 +109,25 @@ class ClientCancelledError(Exception):
 def transient(exc: BaseException) -> bool:
     """Whether a failure is the broker's passing state (gone, paused, restarting, electing leaders) that new
     clients ride out, rather than a fault of shudi's own or of the cluster's set-up (fatal)."""
-    return isinstance(exc, BrokerWaitTimeoutError | ClientCancelledError | KafkaTimeoutError) or (
-        isinstance(exc, KafkaError) and bool(getattr(exc, "retriable", False))
+    return (
+        isinstance(exc, BrokerWaitTimeoutError | ClientCancelledError | KafkaTimeoutError)
+        or (isinstance(exc, KafkaError) and bool(getattr(exc, "retriable", False)))
+        or dead_sender(exc)
     )
+
+
+# What aiokafka's producer raises, for this send and every later one, once its sender task died of an
+# exception it did not expect. Seen when connections are reset (a network cut, bench.faults network-cut):
+# under uvloop, writing to a transport the peer reset raises RuntimeError, which aiokafka's connection does
+# not catch (it catches OSError; aio-libs/aiokafka#1038), so the sender task ends and the producer is
+# useless for good (aio-libs/aiokafka#907). New clients are the cure: a transient failure, not a fatal one.
+DEAD_SENDER = "Unexpected error during batch delivery"
+
+
+def dead_sender(exc: BaseException) -> bool:
+    """Whether ``exc`` is aiokafka's producer reporting that its sender task died (matched on the message:
+    aiokafka raises a plain KafkaError and copies it, so neither the class nor the cause tells)."""
+    return type(exc) is KafkaError and DEAD_SENDER in str(exc)
 
 
 async def bounded(aw: Awaitable[T], seconds: float, what: str) -> T:

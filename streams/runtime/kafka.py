@@ -347,3 +347,41 @@ async def _login_problem(conn: KafkaConnection) -> BaseException | None:
 
 def _first_line(text: str) -> str:
     return text.strip().splitlines()[0] if text.strip() else ""
+
+
+# --------------------------------------------------------------------------- aiokafka under uvloop
+
+
+def patch_aiokafka_closed_transport() -> None:
+    """Make a write to a connection the peer reset a *connection* error in aiokafka, as it is on asyncio's
+    own loop. Idempotent; the worker applies it before any client starts.
+
+    Under uvloop, writing to a transport that a reset has closed raises ``RuntimeError`` (``unable to
+    perform operation on <TCPTransport closed=True …>``); ``AIOKafkaConnection.send`` catches only
+    ``OSError`` (aio-libs/aiokafka#1038). A producer's sender task then dies and the producer fails every
+    later send (``KafkaError: Unexpected error during batch delivery``, aio-libs/aiokafka#907): Faust's
+    producer (the counting agent's bursts and changelogs) crashed the worker on it. As a
+    ``KafkaConnectionError`` it is retriable: the client reconnects, as after any broken connection.
+    """
+    from aiokafka import conn as aiokafka_conn
+
+    cls = aiokafka_conn.AIOKafkaConnection
+    if getattr(cls.send, "_shudi_patched", False):
+        return
+    original = cls.send
+
+    def send(self: Any, request: Any, expect_response: bool = True) -> Any:
+        try:
+            return original(self, request, expect_response)
+        except RuntimeError as err:
+            writer = self._writer
+            if writer is None or not writer.transport.is_closing():
+                raise
+            self.close(reason=aiokafka_conn.CloseReason.CONNECTION_BROKEN)
+            raise aiokafka_conn.Errors.KafkaConnectionError(
+                f"Connection at {self._host}:{self._port} broken: {err}"
+            ) from err
+
+    send._shudi_patched = True  # type: ignore[attr-defined]
+    send.__wrapped__ = original  # type: ignore[attr-defined]
+    cls.send = send

@@ -22,6 +22,7 @@ pytestmark = pytest.mark.integration
 
 EVENTS = 6000
 RATE = 1500.0  # the stream lasts ~4 s, so the fault lands while events still arrive
+SLOW = 300.0
 
 
 def check(result: RowResult) -> None:
@@ -49,8 +50,40 @@ def check(result: RowResult) -> None:
         RowOptions("broker-pause", events=EVENTS, rate=RATE, pause_s=15.0, batch_size=500, flush_events=2000),
         RowOptions("worker-kill", events=EVENTS, rate=RATE, batch_size=500, flush_events=2000),
         RowOptions("rolling-restart", events=EVENTS, rate=RATE, batch_size=500, flush_events=2000),
+        # The workers' network blackholed for 12 s with a 3 s stall timeout: /healthz must fail during the cut
+        # (stuck longer than 3 s + bench.faultrows.HEALTHZ_MARGIN_S) and pass again at the end.
+        RowOptions(
+            "network-cut",
+            events=EVENTS,
+            rate=RATE,
+            cut_s=12.0,
+            stall_timeout_s=3.0,
+            batch_size=500,
+            flush_events=2000,
+        ),
+        # Slower (~20 s of stream): new workers take seconds to join, and the rebalances must land while
+        # events still arrive.
+        # Every connection reset and new ones refused for 8 s: aiokafka's producer died of it under uvloop
+        # (exit 70) until a dead sender counted as transient (streams/runtime/enrichment.py, dead_sender).
+        RowOptions(
+            "network-cut",
+            events=EVENTS,
+            rate=RATE,
+            cut_s=8.0,
+            cut_mode="reset",
+            batch_size=500,
+            flush_events=2000,
+        ),
+        RowOptions("rebalance-storm", events=EVENTS, rate=SLOW, batch_size=500, flush_events=2000),
+        RowOptions("worker-kill-rebalance", events=EVENTS, rate=SLOW, batch_size=500, flush_events=2000),
     ],
-    ids=lambda o: f"{o.fault}-down-{o.down_s:.0f}s" if o.fault == "broker-kill" else o.fault,
+    ids=lambda o: (
+        f"{o.fault}-down-{o.down_s:.0f}s"
+        if o.fault == "broker-kill"
+        else f"{o.fault}-{o.cut_mode}"
+        if o.fault == "network-cut"
+        else o.fault
+    ),
 )
 def test_fault_row(options: RowOptions, tmp_path: Path) -> None:
     check(run_row(options, kafka_version(), tmp_path))

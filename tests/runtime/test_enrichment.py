@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka.errors import CommitFailedError, KafkaTimeoutError, TopicAuthorizationFailedError
+from aiokafka.errors import CommitFailedError, KafkaError, KafkaTimeoutError, TopicAuthorizationFailedError
 from aiokafka.structs import TopicPartition
 from prometheus_client import CollectorRegistry
 
@@ -603,16 +603,27 @@ def test_a_stop_ends_in_bounded_time_with_a_wedged_batch_and_consumer(make_rig: 
     assert asyncio.run(scenario()).commit_calls == 0
 
 
+@pytest.mark.parametrize(
+    "failure",
+    [
+        KafkaTimeoutError(),
+        # The producer's sender task died (a connection reset under uvloop, aio-libs/aiokafka#1038): every
+        # send of that producer fails so from then on, and only a new one works again.
+        KafkaError("Unexpected error during batch delivery"),
+    ],
+    ids=["timeout", "dead-sender"],
+)
 def test_a_batch_the_broker_times_out_resets_the_clients_instead_of_stopping_the_worker(
-    make_rig: Callable[..., Rig], signals: list[tuple[int, int]]
+    make_rig: Callable[..., Rig], signals: list[tuple[int, int]], failure: Exception
 ) -> None:
     """The broker is away longer than the producer's request timeout (a restart, a pause): the batch fails
-    with KafkaTimeoutError. That is the broker's passing state, not a fault: new clients, the batch again."""
+    with KafkaTimeoutError. That is the broker's passing state, not a fault: new clients, the batch again.
+    So is a producer whose sender task died under a reset connection."""
     batch = {TP0: good_records(TP0, range(3))}
 
     async def scenario() -> tuple[Rig, FakeConsumer]:
         rig = make_rig(flush_events=1)
-        rig.producer.fail = KafkaTimeoutError()
+        rig.producer.fail = failure
         rig.consumer.script.append(batch)
         producer = FakeProducer()  # the new clients, once the broker is back
         fresh = FakeConsumer(rig.service, producer, [batch])
