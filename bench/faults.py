@@ -54,8 +54,27 @@ from streams.runtime.admin import create_topics
 from streams.runtime.kafka import KafkaConnection
 from streams.testing import WORKER_READY, WorkerProcess, free_port, run_settings
 
-Fault = Literal["none", "broker-kill", "broker-pause", "worker-kill", "rolling-restart"]
-FAULTS: tuple[Fault, ...] = ("none", "broker-kill", "broker-pause", "worker-kill", "rolling-restart")
+Fault = Literal[
+    "none",
+    "broker-kill",
+    "broker-pause",
+    "worker-kill",
+    "rolling-restart",
+    # Issue 14, hostile input and the worker's files (bench.faults_input):
+    "poison-pills",
+    "geodb-swap",
+    "disk-full",
+]
+FAULTS: tuple[Fault, ...] = (
+    "none",
+    "broker-kill",
+    "broker-pause",
+    "worker-kill",
+    "rolling-restart",
+    "poison-pills",
+    "geodb-swap",
+    "disk-full",
+)
 
 PARTITIONS = 4
 # Longest a worker may take to exit after SIGTERM, whatever state the broker is in.
@@ -105,6 +124,7 @@ class RowResult:
     exit_codes: list[int | None] = field(default_factory=list)
     healthz: dict[str, int] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    notes: dict[str, Any] = field(default_factory=dict)  # a row's own figures (e.g. dead letters by reason)
 
     @property
     def ok(self) -> bool:
@@ -119,7 +139,7 @@ def _ids_of(value: bytes | None) -> str | None:
         return None
     try:
         body = json.loads(value)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: hostile input nested deeper than the stack
         return None
     event_id = body.get("event_id") if isinstance(body, dict) else None
     return event_id if isinstance(event_id, str) else None
@@ -133,12 +153,19 @@ def _dead_letter(value: bytes | None) -> tuple[bytes | None, str] | None:
     return (None if original is None else base64.b64decode(original)), str(body.get("reason"))
 
 
+def _dead_source(value: bytes) -> tuple[int, int] | None:
+    source = json.loads(value).get("source")
+    return (int(source["partition"]), int(source["offset"])) if isinstance(source, dict) else None
+
+
 @dataclass
 class Outputs:
     enriched: Counter[str]
     dead: Counter[tuple[bytes | None, str]]
     other_values: list[bytes]  # every output record but the dead letters, for the privacy check
     input_ids: Counter[str]  # the input topic's event ids: a producer retry across a fault may repeat one
+    # The reasons of the dead letters of each input (partition, offset), from their ``source``.
+    dead_at: dict[tuple[int, int], list[str]] = field(default_factory=dict)
 
 
 def verify(events: Sequence[SampleEvent], out: Outputs, result: RowResult) -> None:
@@ -212,6 +239,8 @@ async def read_outputs(bootstrap: str, settings: dict[str, str], timeout: float 
                     elif tp.topic == settings["SHUDI_DLQ_TOPIC"]:
                         if (dead := _dead_letter(r.value)) is not None:
                             out.dead[dead] += 1
+                            if (at := _dead_source(r.value)) is not None:
+                                out.dead_at.setdefault(at, []).append(dead[1])
                         continue
                     if r.value is not None:
                         out.other_values.append(r.value)
@@ -319,6 +348,8 @@ class Run:
             SHUDI_LOG_LEVEL="info",
         )
         self.workers: list[WorkerProcess] = []
+        # A row's own checks of the outputs, run before verify() (they may take their records out of it).
+        self.checks: list[Callable[[Outputs, RowResult], None]] = []
 
     @property
     def bootstrap(self) -> str:
@@ -403,6 +434,8 @@ def run_row(options: RowOptions, kafka_version: str, workdir: Path) -> RowResult
             asyncio.run(_scenario(run, options, events, inject, result))
             _say(f"lag 0 after {result.idle_s:.1f}s; reading the outputs")
             out = asyncio.run(read_outputs(run.bootstrap, run.settings))
+        for check in run.checks:
+            check(out, result)
         verify(events, out, result)
         for w in run.workers:
             if w.running():
@@ -483,6 +516,10 @@ def _fault_plan(run: Run, options: RowOptions) -> tuple[Inject, int]:
             new.wait_ready(240)
 
         return kill, options.in_flight_bound
+    if fault in ("poison-pills", "geodb-swap", "disk-full"):
+        from bench import faults_input
+
+        return faults_input.plan(run, options)
     raise click.BadParameter(f"unknown fault {fault}")
 
 
@@ -570,7 +607,8 @@ def _row_line(r: RowResult) -> str:
         f"enriched {r.enriched_out} dlq {r.dlq_out} dup {r.duplicates} (input {r.input_duplicates}, "
         f"bound {r.duplicate_bound}) lost {r.lost} "
         f"leaks {r.leaked_ips} recover {r.recover_s}s idle {r.idle_s}s stop {r.stop_s} exits {r.exit_codes} "
-        f"healthz {r.healthz} -> {'OK' if r.ok else 'FAIL: ' + '; '.join(r.problems)}"
+        f"healthz {r.healthz} {json.dumps(r.notes, ensure_ascii=False) + ' ' if r.notes else ''}"
+        f"-> {'OK' if r.ok else 'FAIL: ' + '; '.join(r.problems)}"
     )
 
 
@@ -580,6 +618,9 @@ INVARIANT = {
     "broker-pause": "nothing lost; duplicates ≤ 2 flushes; resumes without a restart",
     "worker-kill": "nothing lost; duplicates ≤ 1 flush (flush_events + batch_size)",
     "rolling-restart": "nothing lost; duplicates ≤ one flush per restart; every exit 0",
+    "poison-pills": "each hostile message enriched or dead-lettered with a right reason; no crash; lag 0",
+    "geodb-swap": "labels follow the valid file; corrupt/removed file keeps the old table; nothing lost",
+    "disk-full": "clean exit 70 with one line; restarted on the freed dir: nothing lost",
 }
 
 

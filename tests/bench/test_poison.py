@@ -46,9 +46,12 @@ def test_a_short_run_meets_every_kind_and_fits_the_broker(ips: list[str]) -> Non
     for expected in ("valid", "random", "truncated", "mutated", "deep", "huge", "1MB", "odd", "bom", "utf"):
         assert expected in kinds
     assert any(m.value is None for m in messages) or any(m.value == b"" for m in messages)
-    assert max(m.size for m in messages) <= MAX_RECORD_BYTES
+    many = [m for seed in (1, 2) for m in hostile_messages(ips, 3000, seed=seed)]
+    assert max(m.size for m in many) <= MAX_RECORD_BYTES
+    assert all(m.key is not None or m.value is not None for m in messages)  # what a client can send
     assert any(m.size > 900_000 for m in messages)  # the 1 MB value is there
     assert any(len(m.headers) >= 100 for m in messages)
+    assert any(len(v) >= 100_000 for m in messages for _, v in m.headers)
     assert all(m.event_id is not None for m in messages if m.expect == {ENRICHED})
     assert all("internal_error" not in m.expect for m in messages)
 
