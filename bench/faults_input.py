@@ -190,7 +190,7 @@ def _geodb_swap(run: Run, options: RowOptions) -> tuple[Inject, int]:
         time.sleep(hold_s)
 
     def inject(r: Run) -> None:
-        hold = 3.0
+        hold = 2.0  # seconds a step lasts once the worker reacted: events labelled under each state
         writers: tuple[tuple[str, Callable[[Path, bytes], None]], ...] = (
             ("rename", _write_atomic),
             ("in place", _write_in_place),

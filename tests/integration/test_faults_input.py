@@ -32,3 +32,19 @@ def test_poison_pills(tmp_path: Path) -> None:
     assert poison["enriched"] + sum(poison["dead_lettered"].values()) == poison["sent"]
     assert "internal_error" not in poison["dead_lettered"]
     assert result.notes["tracebacks"] == 0
+
+
+def test_geodb_swap(tmp_path: Path) -> None:
+    # The database file replaced (another build, random bytes, its first half, removed, restored), by rename
+    # and in place, while events flow (120/s: the stream outlasts the ten steps).
+    result = run_row(
+        RowOptions("geodb-swap", events=6000, rate=120.0, batch_size=500, flush_events=2000),
+        kafka_version(),
+        tmp_path,
+    )
+    check(result)
+    geodb = result.notes["geodb"]
+    assert geodb["mislabelled"] == 0
+    assert geodb["builds"].get("B", 0) > 0  # the other build was used
+    assert len(geodb["steps"]) == 10
+    assert result.notes["tracebacks"] == 0
