@@ -350,6 +350,8 @@ class Run:
         self.workers: list[WorkerProcess] = []
         # A row's own checks of the outputs, run before verify() (they may take their records out of it).
         self.checks: list[Callable[[Outputs, RowResult], None]] = []
+        # Undone at the end of the run whatever happened (e.g. a file system a row mounted).
+        self.cleanups: list[Callable[[], object]] = []
 
     @property
     def bootstrap(self) -> str:
@@ -458,6 +460,8 @@ def run_row(options: RowOptions, kafka_version: str, workdir: Path) -> RowResult
                 if code != 0:
                     result.problems.append(f"{w.name} exit {code} after SIGTERM at the end")
         run.stop_broker()
+        for cleanup in run.cleanups:
+            cleanup()
         result.healthz = dict(seen)
     return result
 

@@ -10,9 +10,11 @@ which run before the common ones (:func:`bench.faults.verify`).
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import json
 import os
+import subprocess
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bench.poison import PoisonReport, Sent, check_poison, hostile_messages, send_hostile
+from streams.cli.errors import EXIT_FATAL, EXIT_USAGE
 from streams.devtools.mmdbbuild import build_city_mmdb, demo_entries, sample_ips
 from streams.devtools.sample import sample_events
 from streams.pipeline.enrich import MAX_DEAD_LETTER_ORIGINAL
@@ -242,5 +245,102 @@ def _geodb_swap(run: Run, options: RowOptions) -> tuple[Inject, int]:
 # --------------------------------------------------------------------------- disk-full
 
 
+TMPFS_SIZE = "64m"
+FULL_EXIT_WAIT_S = 120.0  # how long a worker may take to notice its data directory is full and exit
+
+
+def _mount(*args: str) -> None:
+    subprocess.run(["mount", *args], check=True, capture_output=True, timeout=60)
+
+
+def _fill(directory: Path) -> int:
+    """Write a filler file until the file system refuses: bytes written."""
+    written = 0
+    chunk = b"\0" * (1 << 20)
+    with (directory / "filler").open("wb") as f:
+        try:
+            while True:
+                f.write(chunk)
+                f.flush()
+                written += len(chunk)
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+    return written
+
+
 def _disk_full(run: Run, options: RowOptions) -> tuple[Inject, int]:
-    raise NotImplementedError
+    """The worker's data directory (``SHUDI_STORE=rocksdb://``, on a tmpfs of its own) filled up while it
+    runs, then freed and made read-only before a new worker starts on it. The running worker must exit
+    70 and the starting one 2, each with one line naming the cause, and a new worker on the same
+    directory, once it is writable again, must go on where the last commit left off."""
+    if os.geteuid() != 0:
+        raise AssertionError("disk-full mounts a tmpfs: run it as root")
+    run.settings["SHUDI_STORE"] = "rocksdb://"
+    run.workers.clear()  # configured before the store was set
+    run.worker("worker-1")
+    data = run.workdir / "worker-1-data"
+    data.mkdir(parents=True, exist_ok=True)
+    _mount("-t", "tmpfs", "-o", f"size={TMPFS_SIZE}", "tmpfs", str(data))
+    run.cleanups.append(lambda: subprocess.run(["umount", "-l", str(data)], check=False, timeout=60))
+    phases: list[dict[str, object]] = []
+
+    def wait_exit(name: str, t0: float, expect: int) -> None:
+        w = run.workers[-1]
+        deadline = t0 + FULL_EXIT_WAIT_S
+        while w.running() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        code = w.returncode()
+        if code is None:
+            w.kill()
+        # The one line that names the cause (the rest of the log is Faust's stop).
+        lines = [
+            line
+            for line in w.log().splitlines()
+            if "cannot write the data directory" in line or line.startswith("shudi: the data directory")
+        ]
+        phase: dict[str, object] = {
+            "fault": name,
+            "exit": code,
+            "expected_exit": expect,
+            "exit_after_s": round(time.monotonic() - t0, 1),
+            "line": lines[0][:300] if lines else None,
+        }
+        phases.append(phase)
+        _say(f"disk-full: {phase}")
+
+    def restart(name: str) -> None:
+        new = run.worker(name, data="worker-1")
+        new.start()
+        new.wait_ready(240)
+
+    def inject(r: Run) -> None:
+        t0 = time.monotonic()
+        filled = _fill(data)
+        _say(f"disk-full: {data} filled ({filled >> 20} MiB of filler)")
+        wait_exit("full", t0, EXIT_FATAL)
+        (data / "filler").unlink()
+        # Read-only: Linux refuses to remount a file system read-only while a process has a file open on it
+        # for writing (EBUSY), so the worker meets it at start, as on a volume mounted read-only or a file
+        # system the kernel remounted read-only after an I/O error.
+        _mount("-o", "remount,ro", str(data))
+        _say(f"disk-full: {data} read-only; starting a worker on it")
+        t0 = time.monotonic()
+        run.worker("worker-2", data="worker-1").start()
+        wait_exit("read-only at start", t0, EXIT_USAGE)
+        _mount("-o", "remount,rw", str(data))
+        restart("worker-3")
+
+    def check(out: Outputs, result: RowResult) -> None:
+        result.notes["disk"] = phases
+        for phase in phases:
+            if phase["exit"] != phase["expected_exit"]:
+                result.problems.append(
+                    f"data dir {phase['fault']}: exit {phase['exit']}, not {phase['expected_exit']}"
+                )
+            if not phase["line"]:
+                result.problems.append(f"data dir {phase['fault']}: no line naming the cause")
+
+    run.checks.append(check)
+    # Two workers stop without their final flush: each may leave one flush to be delivered again.
+    return inject, 2 * options.in_flight_bound

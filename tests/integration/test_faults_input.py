@@ -48,3 +48,19 @@ def test_geodb_swap(tmp_path: Path) -> None:
     assert geodb["builds"].get("B", 0) > 0  # the other build was used
     assert len(geodb["steps"]) == 10
     assert result.notes["tracebacks"] == 0
+
+
+def test_disk_full(tmp_path: Path) -> None:
+    # The worker's data dir (RocksDB tables) on a 64 MiB tmpfs, filled while the worker runs, then
+    # read-only when the next one starts (CI runs as root, as mount needs).
+    result = run_row(
+        RowOptions("disk-full", events=6000, rate=300.0, batch_size=500, flush_events=2000),
+        kafka_version(),
+        tmp_path,
+    )
+    check(result)
+    phases = {p["fault"]: p for p in result.notes["disk"]}
+    assert phases["full"]["exit"] == 70
+    assert "cannot write the data directory" in phases["full"]["line"]
+    assert phases["read-only at start"]["exit"] == 2
+    assert "not writable" in phases["read-only at start"]["line"]
