@@ -305,7 +305,9 @@ def _raising_label(labeller: Labeller, bad: str, exc: Exception) -> Any:
 def test_internal_error_becomes_a_dead_letter(
     labeller: Labeller, enricher: Enricher, monkeypatch: pytest.MonkeyPatch, exc: Exception
 ) -> None:
-    monkeypatch.setattr(labeller, "label", _raising_label(labeller, "36.0.2.7", exc))
+    raising = _raising_label(labeller, "36.0.2.7", exc)
+    monkeypatch.setattr(labeller, "label", raising)
+    monkeypatch.setattr(labeller, "current", (raising, labeller.build))
     records = [
         rec(enc(good("1.0.1.7", 0)), offset=0),
         rec(enc(good("36.0.2.7", 1)), offset=1, key=b"k1"),
@@ -326,7 +328,9 @@ def test_internal_error_becomes_a_dead_letter(
 def test_internal_error_is_logged_without_the_payload(
     labeller: Labeller, enricher: Enricher, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(labeller, "label", _raising_label(labeller, "36.0.2.7", RuntimeError("x")))
+    raising = _raising_label(labeller, "36.0.2.7", RuntimeError("x"))
+    monkeypatch.setattr(labeller, "label", raising)
+    monkeypatch.setattr(labeller, "current", (raising, labeller.build))
     with caplog.at_level("ERROR", logger="streams.pipeline.enrich"):
         enricher.process_batch([rec(enc(good("36.0.2.7", 1)), offset=99)])
     assert any("99" in r.getMessage() for r in caplog.records)
