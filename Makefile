@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: help venv demo test lint unit integration bench faults clean
+.PHONY: help venv demo test lint unit integration bench faults faults-input clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -40,6 +40,11 @@ faults: venv  ## the fault matrix on brokers of its own (README, Faults; ~20 min
 	$(BIN)/python -m bench.faults --fault none --fault broker-kill --fault broker-pause --fault worker-kill \
 		--fault rolling-restart --fault network-cut --fault rebalance-storm --fault worker-kill-rebalance \
 		--kafka-version 4.1.1 --kafka-version 4.4.0
+
+faults-input: venv  ## hostile input, the GeoIP file replaced, the data dir full (README, Faults; root; ~15 min)
+	$(BIN)/python -m bench.faults --fault poison-pills --events 100000
+	$(BIN)/python -m bench.faults --fault geodb-swap --events 200000
+	$(BIN)/python -m bench.faults --fault disk-full --events 30000
 
 clean:  ## remove the venv and local state (the Kafka jar cache stays in ~/.cache/shudi)
 	rm -rf $(VENV) var .mypy_cache .pytest_cache .ruff_cache

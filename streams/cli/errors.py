@@ -4,9 +4,10 @@
 - 1 (``EXIT_FAILED``): the command ran, and what it checked failed: an input that is not an address, an
   unhealthy worker, a broker that is not running, a scripted demo burst not seen, a produce that failed,
   Kafka refusing the credentials, a broker certificate not trusted, an ACL the worker needs missing.
-- 2 (``EXIT_USAGE``): the command could not run: bad settings, options, input file or database (click's own
-  usage errors exit 2 too).
-- 70 (``EXIT_FATAL``, ``EX_SOFTWARE``): a worker whose processing loop died; a supervisor should restart it.
+- 2 (``EXIT_USAGE``): the command could not run: bad settings, options, input file or database, a worker's
+  data directory that cannot be written at start (click's own usage errors exit 2 too).
+- 70 (``EXIT_FATAL``, ``EX_SOFTWARE``): a worker whose processing loop died (also: its data directory
+  filled up or became unwritable while it ran); a supervisor should restart it.
 """
 
 from __future__ import annotations

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sys
+from pathlib import Path
 from typing import NoReturn
 
 import click
@@ -30,6 +32,7 @@ def worker(ctx: click.Context) -> NoReturn:
     from streams.runtime.topics import ensure_topics
 
     settings = settings_or_exit()
+    check_data_dir(settings.data_dir)
     # `_created` series double every counter's exposition and no dashboard of ours reads them.
     prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
 
@@ -75,6 +78,26 @@ def worker(ctx: click.Context) -> NoReturn:
             sys.exit(EXIT_FATAL)
         raise
     sys.exit(0)  # pragma: no cover -- app.main() always raises SystemExit
+
+
+def check_data_dir(path: Path) -> None:
+    """Stop with one line (exit 2) unless the data directory can be made and written: Faust keeps its
+    RocksDB tables there, and on a read-only or full directory it crashed at start with a traceback and
+    exit 1, after connecting to Kafka (seen in the disk-full row of ``bench.faults``). A directory that
+    fills up later is the running worker's business (exit 70, ``Health.stop_worker``)."""
+    probe = path / f".shudi-write-probe-{os.getpid()}"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with probe.open("wb") as f:
+            f.write(b"shudi")
+            f.flush()
+            os.fsync(f.fileno())
+        probe.unlink()
+    except OSError as exc:
+        raise CommandError(
+            f"the data directory {path} is not writable ({exc.strerror or type(exc).__name__}): "
+            "SHUDI_DATA_DIR must be a writable directory with free space"
+        ) from None
 
 
 def faust_worker_argv(settings: Settings, extra: list[str]) -> list[str]:

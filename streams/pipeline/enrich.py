@@ -144,8 +144,7 @@ class Enricher:
         horizon = wall + self._max_ahead_s
         ahead = 0
         labeller = self._labeller
-        label = labeller.label
-        db_build = labeller.build
+        label, db_build = labeller.current  # one read: a swap cannot come between them
         hits_before, misses_before = labeller.cache_counts()
         spec = self._windows
         hop = spec.hop_s if spec is not None else 0

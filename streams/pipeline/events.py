@@ -211,6 +211,12 @@ def decode_comment(raw: bytes | None, *, max_bytes: int = 65_536) -> Comment:
         raise InvalidEvent("invalid_encoding", f"value is not valid UTF-8 ({exc.reason})") from None
     except msgspec.ValidationError as exc:
         raise InvalidEvent("schema", _schema_detail(str(exc))) from None
+    except RecursionError:
+        # msgspec recurses once per nesting level, also in unknown fields it skips: a value nested a few
+        # thousand deep ({"x":[[[[...) exhausts the interpreter's stack. RFC 8259 (section 9) lets a parser
+        # limit the depth; such a value is refused like any other JSON this reader cannot take (it used to
+        # end as internal_error, with a traceback logged per message).
+        raise InvalidEvent("invalid_json", "JSON nested too deeply") from None
     except msgspec.DecodeError as exc:
         message = str(exc)
         # msgspec refuses every lone UTF-16 surrogate escape ("\ud800"), even in skipped fields, so none

@@ -9,6 +9,7 @@ worker to have started consuming.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import signal
@@ -35,6 +36,9 @@ class Health:
     lag: int = 0
     last_poll: float = field(default=0.0)
     last_progress: float = field(default=0.0)
+    # Longest a worker whose data directory failed takes to stop: the enrichment loop's final flush and
+    # commit (about a second when the broker answers) and little else.
+    storage_stop_deadline_s: float = 20.0
 
     def mark_started(self) -> None:
         now = self.clock()
@@ -60,9 +64,29 @@ class Health:
 
         A worker whose stage died but that goes on running is the failure mode to avoid (faust-streaming
         issues 175 and 640: an agent's exception leaves a live process that no longer consumes).
+
+        A stage that could not write the data directory (full, read-only, failing: :func:`storage_failure`)
+        gets one line naming the cause and a shorter stop: Faust's own stop then waits for the acks of the
+        counting agent that died (``Wait for streams...``) until the stop watchdog, 50 s, and it has nothing
+        left to save (the store is what failed). Only the first failure stops the worker: Faust restarts a
+        crashed agent, which fails again on the same store.
         """
-        log.critical("%s failed, stopping the worker: %s", stage, type(exc).__name__, exc_info=exc)
-        self.mark_fatal(f"{stage}: {type(exc).__name__}")
+        if self.fatal is not None:
+            log.debug("%s failed while the worker stops: %s", stage, type(exc).__name__)
+            return
+        storage = storage_failure(exc)
+        if storage is not None:
+            log.critical(
+                "%s cannot write the data directory (full, read-only or failing): %s; stopping the worker "
+                "(exit 70): free space or make it writable, then start the worker again on it",
+                stage,
+                storage,
+            )
+            self.mark_fatal(f"{stage}: data directory not writable")
+            arm_stop_watchdog(self.storage_stop_deadline_s)
+        else:
+            log.critical("%s failed, stopping the worker: %s", stage, type(exc).__name__, exc_info=exc)
+            self.mark_fatal(f"{stage}: {type(exc).__name__}")
         os.kill(os.getpid(), signal.SIGTERM)
 
     def liveness(self) -> tuple[bool, str]:
@@ -116,6 +140,29 @@ class _Handler(BaseHTTPRequestHandler):
 # stayed in Faust's "Wait for streams..." for good and had to be killed (-9). Past this deadline the process
 # exits anyway (what it had not committed is delivered again to the next worker: at-least-once).
 STOP_DEADLINE_S = 50.0
+
+
+# errnos of a data directory that cannot take writes, and the same in the text of errors that carry no
+# errno: RocksDB's Status (rocksdict raises a plain Exception "IO error: No space left on device: While
+# appending to file: .../000004.log: No space left on device").
+_STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EACCES, errno.EPERM})
+_STORAGE_TEXTS = tuple(os.strerror(e) for e in sorted(_STORAGE_ERRNOS))
+
+
+def storage_failure(exc: BaseException) -> str | None:
+    """The first line of ``exc`` (or of an exception it was raised from) if it is a failure to write to
+    disk, else None."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        text = str(e).splitlines()[0][:400] if str(e) else type(e).__name__
+        if isinstance(e, OSError) and e.errno in _STORAGE_ERRNOS:
+            return text
+        if text.startswith("IO error:") or any(t in text for t in _STORAGE_TEXTS):
+            return text
+        e = e.__cause__ or e.__context__
+    return None
 
 
 def awaiting(task: asyncio.Task[object]) -> str:

@@ -115,6 +115,7 @@ def test_expected_alerts_exist(alerts: list[dict[str, Any]]) -> None:
         "ShudiTerritoryBurst",
         "ShudiGlobalSurge",
         "ShudiDeadLetterRateHigh",
+        "ShudiInternalErrors",
         "ShudiUnknownTerritoryShareHigh",
         "ShudiGeoIPDatabaseStale",
         "ShudiGeoIPReloadFailing",

@@ -305,7 +305,9 @@ def _raising_label(labeller: Labeller, bad: str, exc: Exception) -> Any:
 def test_internal_error_becomes_a_dead_letter(
     labeller: Labeller, enricher: Enricher, monkeypatch: pytest.MonkeyPatch, exc: Exception
 ) -> None:
-    monkeypatch.setattr(labeller, "label", _raising_label(labeller, "36.0.2.7", exc))
+    raising = _raising_label(labeller, "36.0.2.7", exc)
+    monkeypatch.setattr(labeller, "label", raising)
+    monkeypatch.setattr(labeller, "current", (raising, labeller.build))
     records = [
         rec(enc(good("1.0.1.7", 0)), offset=0),
         rec(enc(good("36.0.2.7", 1)), offset=1, key=b"k1"),
@@ -326,7 +328,9 @@ def test_internal_error_becomes_a_dead_letter(
 def test_internal_error_is_logged_without_the_payload(
     labeller: Labeller, enricher: Enricher, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(labeller, "label", _raising_label(labeller, "36.0.2.7", RuntimeError("x")))
+    raising = _raising_label(labeller, "36.0.2.7", RuntimeError("x"))
+    monkeypatch.setattr(labeller, "label", raising)
+    monkeypatch.setattr(labeller, "current", (raising, labeller.build))
     with caplog.at_level("ERROR", logger="streams.pipeline.enrich"):
         enricher.process_batch([rec(enc(good("36.0.2.7", 1)), offset=99)])
     assert any("99" in r.getMessage() for r in caplog.records)
@@ -592,3 +596,44 @@ def test_a_huge_value_and_key_are_dead_lettered_within_a_producible_size(enriche
     assert base64.b64decode(body["original_key_b64"]) == key[:MAX_DEAD_LETTER_KEY]
     assert "original cut to its first" in body["detail"]
     assert body["source"]["offset"] == 7
+
+
+class _SwapsOnSecondRead(Labeller):
+    """A labeller whose database is swapped by the watcher's thread right after the batch's first read of
+    it: the worst moment, between taking the label function and taking the build."""
+
+    def arm(self, table: Any) -> None:
+        object.__setattr__(self, "_pending", table)
+        object.__setattr__(self, "_reads", 0)
+
+    def __getattribute__(self, name: str) -> Any:
+        if name in ("label", "build", "current", "cache_counts") and object.__getattribute__(
+            self, "__dict__"
+        ).get("_pending"):
+            reads = object.__getattribute__(self, "_reads") + 1
+            object.__setattr__(self, "_reads", reads)
+            if reads == 2:
+                table = object.__getattribute__(self, "_pending")
+                object.__setattr__(self, "_pending", None)
+                Labeller.swap(self, table)
+        return object.__getattribute__(self, name)
+
+
+def test_records_carry_the_build_of_the_table_that_labelled_them(
+    fixture_db_path: Path, fixture_db_b_path: Path
+) -> None:
+    table_a, table_b = compile_files(fixture_db_path), compile_files(fixture_db_b_path)
+    ips = [c[2] for c in CASES]
+    by_build = {Labeller(t).build: Labeller(t) for t in (table_a, table_b)}
+    assert len(by_build) == 2
+    a, b = by_build.values()
+    assert any(a.label(ip).territory != b.label(ip).territory for ip in ips)  # the swap shows in labels
+    labeller = _SwapsOnSecondRead(table_a, 1024)
+    labeller.arm(table_b)
+    result = Enricher(labeller, max_message_bytes=MAX_BYTES, clock=clock).process_batch(
+        [rec(enc(good(ip, i))) for i, ip in enumerate(ips)]
+    )
+    assert labeller.build == Labeller(table_b).build  # the swap happened during the batch
+    for record, ip in zip(result.enriched, ips, strict=True):
+        body = json.loads(record.value)
+        assert body["territory"]["code"] == by_build[body["db_build"]].label(ip).territory.code, ip

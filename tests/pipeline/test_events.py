@@ -195,6 +195,20 @@ def test_one_megabyte_message_is_too_large() -> None:
     assert reason_of(raw, max_bytes=2 << 20)[0] == "schema"
 
 
+@pytest.mark.parametrize("depth", [3_000, 10_000])
+@pytest.mark.parametrize("nest", ["array", "object"])
+def test_deep_nesting_is_invalid_json_not_a_crash(depth: int, nest: str) -> None:
+    # Under the byte limit, but deeper than the interpreter's stack lets msgspec go, in an unknown field it
+    # skips (a RecursionError escaped decode_comment: the message became internal_error with a traceback
+    # logged per message).
+    nested = b"[" * depth + b"]" * depth if nest == "array" else b'{"a":' * depth + b"1" + b"}" * depth
+    raw = dumps(GOOD)[:-1] + b', "x": ' + nested + b"}"
+    assert len(raw) < 65_536
+    reason, detail = reason_of(raw)
+    assert reason == "invalid_json"
+    assert "deep" in detail
+
+
 def test_text_length_counts_code_points() -> None:
     astral = "😀" * 10_000  # 40000 UTF-8 bytes, 20000 UTF-16 units, 10000 code points
     assert decode_comment(good_with(text=astral), max_bytes=1 << 20).text == astral

@@ -292,6 +292,7 @@ def labeller(fixture_db_path: Path) -> Labeller:
         return label(ip)
 
     labeller.label = functools.lru_cache(maxsize=1024)(label_or_fail)
+    labeller.current = (labeller.label, labeller.build)  # what the enricher reads
     return labeller
 
 

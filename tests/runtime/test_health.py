@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
 import signal
 import subprocess
@@ -17,7 +19,8 @@ from click.testing import CliRunner
 from prometheus_client import CollectorRegistry, Counter
 
 from streams.cli import main
-from streams.runtime.health import Health, serve
+from streams.runtime import health as health_module
+from streams.runtime.health import Health, serve, storage_failure
 from streams.testing import free_port
 
 STALL = 30.0
@@ -246,6 +249,76 @@ def test_stop_worker_fails_liveness_and_signals_the_worker_to_stop(monkeypatch: 
     health.stop_worker("counting agent", TypeError("boom"))
     assert health.liveness() == (False, "fatal: counting agent: TypeError")
     assert signals == [(os.getpid(), signal.SIGTERM)]
+
+
+# What rocksdict raised in the disk-full row of bench.faults (RocksDB's Status text, a plain Exception).
+ROCKSDB_ENOSPC = (
+    "IO error: No space left on device: While appending to file: /data/v1/tables/shudi-windows-0.db/"
+    "000004.log: No space left on device"
+)
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        Exception(ROCKSDB_ENOSPC),
+        Exception(
+            "IO error: While open a file for appending: /data/v1/tables/x.db/LOG: Read-only file system"
+        ),
+        OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)),
+        OSError(errno.EROFS, os.strerror(errno.EROFS)),
+    ],
+)
+def test_a_data_directory_that_takes_no_writes_is_a_storage_failure(exc: BaseException) -> None:
+    assert storage_failure(exc) is not None
+    wrapped = RuntimeError("table write failed")
+    wrapped.__cause__ = exc
+    assert storage_failure(wrapped) is not None
+
+
+@pytest.mark.parametrize("exc", [TypeError("boom"), OSError(errno.ECONNREFUSED, "refused"), Exception("")])
+def test_other_failures_are_not_storage_failures(exc: BaseException) -> None:
+    assert storage_failure(exc) is None
+
+
+def test_a_storage_failure_stops_the_worker_once_with_one_line(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    signals: list[tuple[int, int]] = []
+    monkeypatch.setattr(os, "kill", lambda pid, sig: signals.append((pid, sig)))
+    armed: list[float] = []
+    monkeypatch.setattr(health_module, "arm_stop_watchdog", lambda deadline_s: armed.append(deadline_s))
+    health = Health(stall_timeout_s=60)
+    health.stop_worker("counting agent", Exception(ROCKSDB_ENOSPC))
+    # Faust restarts the crashed agent, which fails again on the same store: no second stop.
+    health.stop_worker("counting agent", Exception(ROCKSDB_ENOSPC))
+    assert signals == [(os.getpid(), signal.SIGTERM)]
+    assert armed == [health.storage_stop_deadline_s]
+    assert health.liveness() == (False, "fatal: counting agent: data directory not writable")
+    critical = [r for r in caplog.records if r.levelno == logging.CRITICAL]
+    assert len(critical) == 1
+    assert critical[0].exc_info is None  # one line, no traceback
+    assert "No space left on device" in critical[0].getMessage()
+    assert "data directory" in critical[0].getMessage()
+
+
+def test_a_storage_failure_ends_a_worker_whose_stop_hangs_sooner() -> None:
+    """Faust's stop waits for the acks of the agent that died until the 50 s watchdog; a storage failure
+    arms its own, shorter one (here 0.5 s), and the process exits 70."""
+    code = (
+        "import logging, os, signal, time\n"
+        "from streams.runtime.health import Health\n"
+        "logging.basicConfig()\n"
+        "signal.signal(signal.SIGTERM, lambda *a: None)  # a stop that never ends\n"
+        "h = Health(stall_timeout_s=60, storage_stop_deadline_s=0.5)\n"
+        "h.stop_worker('counting agent', OSError(28, os.strerror(28)))\n"
+        "time.sleep(120)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=100, check=False
+    )
+    assert proc.returncode == 70, proc.stderr
+    assert "cannot write the data directory" in proc.stderr, proc.stderr
 
 
 def test_the_stop_watchdog_ends_a_process_whose_stop_hangs() -> None:

@@ -59,6 +59,7 @@ class Labeller:
     """
 
     label: functools._lru_cache_wrapper[Label]
+    current: tuple[functools._lru_cache_wrapper[Label], str]  # (label, build), swapped together
 
     def __init__(
         self,
@@ -79,6 +80,7 @@ class Labeller:
         self._table = table
         self.build = build_of(table)
         self.label = self._make_cache(table)
+        self.current = (self.label, self.build)
 
     @classmethod
     def open(
@@ -126,6 +128,10 @@ class Labeller:
         old, self._table = self._table, table
         self.build = build_of(table)
         self.label = new_cache  # one attribute store: the cache carries its own table
+        # The label function and its build in one attribute store too: read apart, a swap from the
+        # watcher's thread between the two reads stamped records labelled by one table with the other's
+        # build.
+        self.current = (new_cache, self.build)
         info = old_cache.cache_info()
         self._retired_hits += info.hits
         self._retired_misses += info.misses
