@@ -47,7 +47,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import click
 from aiokafka.structs import TopicPartition
@@ -75,19 +75,7 @@ Fault = Literal[
     "geodb-swap",
     "disk-full",
 ]
-FAULTS: tuple[Fault, ...] = (
-    "none",
-    "broker-kill",
-    "broker-pause",
-    "worker-kill",
-    "rolling-restart",
-    "network-cut",
-    "rebalance-storm",
-    "worker-kill-rebalance",
-    "poison-pills",
-    "geodb-swap",
-    "disk-full",
-)
+FAULTS: tuple[Fault, ...] = get_args(Fault)
 
 PARTITIONS = 4
 # Longest a worker may take to exit after SIGTERM, whatever state the broker is in.
