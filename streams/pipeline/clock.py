@@ -12,8 +12,9 @@ needed by every partition. So every source (input partition) also sends a tick t
 about once a second, after the deltas in the same ``CountBatch``: its watermark (the latest ``created_at``
 it has seen) and the per-window totals since its last tick. A partition's watermark is the lowest of its
 active sources', so a window closes only when every source has moved past it plus the allowed lateness; a
-source silent for ``SOURCE_SILENT_S`` of wall time stops holding the others back (a quiet partition must not
-stall every window).
+source whose last tick was sent ``SOURCE_SILENT_S`` before the latest tick of another stops holding the
+others back (a quiet partition must not stall every window). Ticks carry their send time, so that a backlog
+read late (after a rebalance or a restart) is judged on when its ticks were sent, not on when they are read.
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ GLOBAL_PARTITION = 0
 """The counting partition that also runs the global-surge detector (and so gets totals per territory)."""
 
 SOURCE_SILENT_S = 30.0
-"""A source whose ticks stopped this long ago (its worker died or lost the partition) no longer holds the
-watermark back; its events, if it comes back, arrive as late events."""
+"""A source whose ticks stopped this long before the other sources' latest tick (its worker died or lost the
+partition) no longer holds the watermark back; its events, if it comes back, arrive as late events."""
 
 
 class SourceClock(msgspec.Struct, array_like=True, gc=False):
@@ -71,14 +72,24 @@ class PartitionClock(msgspec.Struct, gc=False):
         by_territory: Iterable[tuple[int, str, int]] = (),
     ) -> None:
         known = self.sources.get(source)
-        # Watermarks never go back, even when a rebalance makes a source replay older events.
+        # Watermarks never go back, even when a rebalance makes a source replay older events; nor does the
+        # time a source was last heard from (a replayed tick was sent before the last one applied).
         high = max(watermark, known.watermark) if known is not None else watermark
-        self.sources[source] = SourceClock(high, now, idle)
+        heard = max(now, known.heard_at) if known is not None else now
+        self.sources[source] = SourceClock(high, heard, idle)
         for start, n in totals:
             self.totals[start] = self.totals.get(start, 0) + n
         for start, code, n in by_territory:
             window = self.by_territory.setdefault(start, {})
             window[code] = window.get(code, 0) + n
+
+    def heard_until(self, wall_now: float) -> float:
+        """The time the partition's ticks have reached: the latest time a source was heard from, never past
+        ``wall_now``. Silence is measured against this, not against the wall clock: after a while without an
+        owner (a rebalance, a slow restart) the agent reads a backlog of ticks sent long ago, and by the wall
+        clock every source whose tick is further down the backlog would look silent, so windows closed ahead
+        of comments still in the backlog (seen as under-counted burst windows after a restart)."""
+        return min(wall_now, max((s.heard_at for s in self.sources.values()), default=wall_now))
 
     def is_late(self, window_start: int) -> bool:
         """A window already closed here: counts for it arrive too late to be counted."""

@@ -379,6 +379,9 @@ class Tick(msgspec.Struct, tag="tick", tag_field="kind", frozen=True, gc=False, 
     watermark: float
     idle: bool = False
     totals: list[tuple[int, int]]
+    # The sender's wall time (Unix seconds); 0 from workers of a release before it. Source silence is judged
+    # on these, not on when the counting agent reads the tick (see PartitionClock.apply_tick).
+    sent_at: float = 0.0
     # The same comments per window and territory, [window start, territory code, comments]: only on ticks
     # to the partition that runs the global detector, which judges a surge by how broad it is.
     by_territory: list[tuple[int, str, int]] = msgspec.field(default_factory=list)

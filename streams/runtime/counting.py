@@ -197,15 +197,24 @@ class Detection:
         clock = self._clock(partition)
         now = time.time()
         for tick in ticks:
+            # When the source was heard from is when it sent the tick (a clock ahead of ours counts as now);
+            # a tick from an older worker has no send time: when it is read.
+            heard = min(tick.sent_at, now) if tick.sent_at > 0 else now
             clock.apply_tick(
-                tick.source, tick.watermark, tick.totals, now, idle=tick.idle, by_territory=tick.by_territory
+                tick.source,
+                tick.watermark,
+                tick.totals,
+                heard,
+                idle=tick.idle,
+                by_territory=tick.by_territory,
             )
-        due = clock.due(self.spec, now, SOURCE_SILENT_S)
+        ticks_now = clock.heard_until(now)
+        due = clock.due(self.spec, ticks_now, SOURCE_SILENT_S)
         for start in due:
             await self._close(partition, start, clock.take_total(start), clock.take_by_territory(start))
         if due:
             clock.drop_totals_before(due[-1])
-        mark = clock.watermark(now, SOURCE_SILENT_S)
+        mark = clock.watermark(ticks_now, SOURCE_SILENT_S)
         if mark is not None:
             self.metrics.event_time_lag.set(max(0.0, now - mark))
 

@@ -591,7 +591,7 @@ class EnrichmentService(mode.Service):
             if idle:
                 # No events: let event time run on with wall time, so quiet windows still close.
                 mark += now - self._marked_at[partition]
-            ticks.append(Tick(source=partition, watermark=mark, idle=idle, totals=[]))
+            ticks.append(Tick(source=partition, watermark=mark, idle=idle, totals=[], sent_at=now))
         if ticks:
             ticks[0] = msgspec.structs.replace(ticks[0], totals=sorted(totals.items()))
         return ticks

@@ -464,3 +464,18 @@ def test_burst_schema_examples_decode(index: int) -> None:
     assert [{"post_id": p.post_id, "count": p.count} for p in event.top_posts] == example["top_posts"]
     assert event.window_start.tzinfo is not None
     assert event.window_start == datetime.fromisoformat(example["window_start"])
+
+
+def test_silence_is_judged_on_when_ticks_were_sent_not_when_they_are_read() -> None:
+    """``heard_until``: the time the partition's ticks have reached (capped by the wall clock); a replayed,
+    older tick does not move a source's last word back."""
+    clock = PartitionClock()
+    clock.apply_tick(0, 500.0, [], NOW, idle=False)
+    clock.apply_tick(1, 1000.0, [], NOW + 2, idle=False)
+    read_at = NOW + 100  # a backlog read long after it was sent
+    assert clock.heard_until(read_at) == NOW + 2
+    assert clock.watermark(clock.heard_until(read_at), SOURCE_SILENT_S) == 500.0  # source 0 still holds it
+    assert clock.watermark(read_at, SOURCE_SILENT_S) == 1000.0  # what judging by the reading time gave
+    assert clock.heard_until(NOW + 1) == NOW + 1  # a sender's clock ahead of ours counts as now
+    clock.apply_tick(1, 900.0, [], NOW, idle=False)  # replayed
+    assert clock.sources[1].heard_at == NOW + 2

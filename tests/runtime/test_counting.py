@@ -685,3 +685,38 @@ def test_a_batch_of_messages_gives_the_same_state_and_events_with_one_write_per_
     assert dict(tables.clocks) == one.detection.clocks
     # 7 messages of 6 territories: a write per territory and window touched, not one per message.
     assert most_keys <= 2 * len(one.territories), most_keys
+
+
+def test_a_backlog_read_late_does_not_take_its_sources_for_silent(
+    clock: FakeClock, loop: asyncio.AbstractEventLoop
+) -> None:
+    """A counting partition without an owner for a while (a rebalance, a slow restart under load) reads the
+    ticks and deltas sent meanwhile in one go, long after they were sent. Judged by the wall clock at reading,
+    every source whose next tick is further down that backlog looked silent, the first tick read moved the
+    watermark past windows whose comments came next, and those comments were counted late: burst windows
+    came out under-counted after a restart (seen on Kafka 4.4.0 under load). Silence is judged on the
+    ticks' send times."""
+    detection = new_detection(Tables(), FakeTopic())
+    partition, start = 1, T0 + 10 * W
+
+    def send(sent_at: float, ticks: list[tuple[int, float]], comments: int = 0) -> None:
+        windows = {(BJ, start): batch_posts(BJ, comments)} if comments else {}
+        message = CountBatch(
+            deltas=count_deltas(windows),
+            ticks=[Tick(source=s, watermark=mark, totals=[], sent_at=sent_at) for s, mark in ticks],
+        )
+        loop.run_until_complete(detection.on_message(partition, encode_count_message(message)))
+
+    sent = clock.now
+    send(sent, [(0, start + 1.0), (1, start + 1.0)], comments=10)  # live: both sources heard
+    clock.now = sent + 100.0  # the partition had no owner; what was sent meanwhile is read now
+    send(sent + 2.0, [(1, start + 5 * W)])  # source 1 ran ahead
+    send(sent + 3.0, [(0, start + 2.0)], comments=20)  # source 0's comments for the open window
+    late = sample(detection.metrics, "shudi_late_events_total")
+    assert late == 0, f"{late:.0f} comments of a window still held open by source 0 were counted late"
+    send(sent + 4.0, [(0, start + 5 * W), (1, start + 5 * W)])  # both past it: the window closes, whole
+    assert sample(detection.metrics, "shudi_late_events_total") == 0
+    closed = sample(detection.metrics, "shudi_windows_closed_total")
+    assert closed is not None
+    assert closed >= 1
+    assert f"{BJ.code}|{start}".encode() not in detection.windows  # closed, its 30 comments all counted
