@@ -113,6 +113,7 @@ def transient(exc: BaseException) -> bool:
         isinstance(exc, BrokerWaitTimeoutError | ClientCancelledError | KafkaTimeoutError)
         or (isinstance(exc, KafkaError) and bool(getattr(exc, "retriable", False)))
         or dead_sender(exc)
+        or no_metadata(exc)
     )
 
 
@@ -128,6 +129,17 @@ def dead_sender(exc: BaseException) -> bool:
     """Whether ``exc`` is aiokafka's producer reporting that its sender task died (matched on the message:
     aiokafka raises a plain KafkaError and copies it, so neither the class nor the cause tells)."""
     return type(exc) is KafkaError and DEAD_SENDER in str(exc)
+
+
+# What aiokafka's ``fetch_all_metadata`` raises when no broker gave it the cluster's metadata: a plain
+# KafkaError, not retriable by its class. Seen right after a broker paused for 60 s resumed (it answered
+# "No broker metadata found in MetadataResponse" for a moment): the reset's topic check then stopped the
+# worker (exit 70) although the broker was back a second later. A broker that cannot tell yet is passing.
+NO_METADATA = "Unable to get cluster metadata"
+
+
+def no_metadata(exc: BaseException) -> bool:
+    return type(exc) is KafkaError and NO_METADATA in str(exc)
 
 
 async def bounded(aw: Awaitable[T], seconds: float, what: str) -> T:

@@ -645,6 +645,43 @@ def test_a_batch_the_broker_times_out_resets_the_clients_instead_of_stopping_the
     assert rig.value("shudi_enrichment_client_resets_total") == 1.0
 
 
+def test_a_reset_whose_topic_check_gets_no_metadata_yet_tries_again(
+    make_rig: Callable[..., Rig], signals: list[tuple[int, int]]
+) -> None:
+    """Right after a long pause the broker answers without its metadata for a moment, and aiokafka's
+    ``fetch_all_metadata`` raises a plain KafkaError. That stopped the worker (bench.faults broker-pause,
+    60 s); it is the broker's passing state: the reset backs off and tries again."""
+    batch = {TP0: good_records(TP0, range(3))}
+    checks: list[int] = []
+
+    async def scenario() -> tuple[Rig, FakeConsumer]:
+        rig = make_rig(flush_events=1)
+        rig.producer.fail = KafkaTimeoutError()
+        rig.consumer.script.append(batch)
+        producer = FakeProducer()
+        fresh = FakeConsumer(rig.service, producer, [batch])
+
+        async def make_clients() -> None:
+            rig.service.consumer, rig.service.producer = fresh, producer
+
+        async def check_topics() -> None:
+            checks.append(1)
+            if len(checks) <= 2:  # the first reset's two checks: before closing and with the new clients
+                raise KafkaError("Unable to get cluster metadata over all known brokers")
+
+        rig.service._make_clients = make_clients  # type: ignore[method-assign]
+        rig.service._check_topics = check_topics  # type: ignore[method-assign]
+        await asyncio.wait_for(EnrichmentService._consume(rig.service), 30)
+        await asyncio.wait_for(rig.service.on_stop(), 30)
+        return rig, fresh
+
+    rig, fresh = asyncio.run(scenario())
+    assert signals == []
+    assert rig.health.fatal is None
+    assert fresh.commits == [{TP0: 3}]
+    assert rig.value("shudi_enrichment_client_resets_total") == 2.0
+
+
 def test_a_missing_output_topic_found_by_a_reset_is_fatal(
     make_rig: Callable[..., Rig], signals: list[tuple[int, int]]
 ) -> None:
