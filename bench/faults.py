@@ -366,6 +366,9 @@ class Run:
             self.settings["SHUDI_BROKER"] = f"127.0.0.1:{self.proxy.port}"
         # A row's own checks of the outputs, run before verify() (they may take their records out of it).
         self.checks: list[Callable[[Outputs, RowResult], None]] = []
+        # Valid comments a row's checks found enriched besides the row's events (the hostile records that
+        # are valid comments): counted in their windows like the events.
+        self.counted_extra: list[SampleEvent] = []
         # Undone at the end of the run whatever happened (e.g. a file system a row mounted).
         self.cleanups: list[Callable[[], object]] = []
 
@@ -473,7 +476,7 @@ def run_row(options: RowOptions, kafka_version: str, workdir: Path) -> RowResult
         for check in run.checks:
             check(out, result)
         verify(events, out, result)
-        check_after(run, events, timeline, result)
+        check_after(run, [*events, *run.counted_extra], timeline, result)
         for w in run.workers:
             if w.running():
                 t0 = time.monotonic()
