@@ -233,6 +233,9 @@ def _geodb_swap(run: Run, options: RowOptions) -> tuple[Inject, int]:
             if "event_id" not in body:
                 continue  # a counts record
             build, code = body.get("db_build"), body["territory"]["code"]
+            if str(body["event_id"]).startswith("burst"):
+                # The other build labels the burst's addresses as another place: its burst shows there.
+                run.burst_territories.add(code)
             builds[build] += 1
             lab = labellers.get(build)
             ip = ip_of.get(body["event_id"])
