@@ -165,6 +165,7 @@ def _geodb_swap(run: Run, options: RowOptions) -> tuple[Inject, int]:
     few seconds so that events are labelled with it."""
     db_a = run.db
     data_a = db_a.read_bytes()
+    run.expect_scripted_burst = False  # the swap relabels whole territories: see Run.expect_scripted_burst
     db_b = other_demo_db(run.workdir / "other.mmdb", build_epoch=int(time.time()) - 30 * 86400)
     data_b = db_b.read_bytes()
     garbage = os.urandom(len(data_a))
@@ -233,9 +234,6 @@ def _geodb_swap(run: Run, options: RowOptions) -> tuple[Inject, int]:
             if "event_id" not in body:
                 continue  # a counts record
             build, code = body.get("db_build"), body["territory"]["code"]
-            if str(body["event_id"]).startswith("burst"):
-                # The other build labels the burst's addresses as another place: its burst shows there.
-                run.burst_territories.add(code)
             builds[build] += 1
             lab = labellers.get(build)
             ip = ip_of.get(body["event_id"])
