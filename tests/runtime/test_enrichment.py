@@ -17,7 +17,7 @@ import json
 import os
 import signal
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -604,6 +604,32 @@ def test_a_stop_ends_in_bounded_time_with_a_wedged_batch_and_consumer(make_rig: 
     assert asyncio.run(scenario()).commit_calls == 0
 
 
+def reset_scenario(
+    make_rig: Callable[..., Rig], failure: Exception, check_topics: Callable[[], Awaitable[None]]
+) -> tuple[Rig, FakeConsumer]:
+    """A batch that fails with ``failure``, new clients that deliver it again, the topic check given: runs
+    the loop until the new clients' batch is committed, then stops it."""
+    batch = {TP0: good_records(TP0, range(3))}
+
+    async def scenario() -> tuple[Rig, FakeConsumer]:
+        rig = make_rig(flush_events=1)
+        rig.producer.fail = failure
+        rig.consumer.script.append(batch)
+        producer = FakeProducer()  # the new clients, once the broker is back
+        fresh = FakeConsumer(rig.service, producer, [batch])
+
+        async def make_clients() -> None:
+            rig.service.consumer, rig.service.producer = fresh, producer
+
+        rig.service._make_clients = make_clients  # type: ignore[method-assign]
+        rig.service._check_topics = check_topics  # type: ignore[method-assign]
+        await asyncio.wait_for(EnrichmentService._consume(rig.service), 30)
+        await asyncio.wait_for(rig.service.on_stop(), 30)
+        return rig, fresh
+
+    return asyncio.run(scenario())
+
+
 @pytest.mark.parametrize(
     "failure",
     [
@@ -620,25 +646,7 @@ def test_a_batch_the_broker_times_out_resets_the_clients_instead_of_stopping_the
     """The broker is away longer than the producer's request timeout (a restart, a pause): the batch fails
     with KafkaTimeoutError. That is the broker's passing state, not a fault: new clients, the batch again.
     So is a producer whose sender task died under a reset connection."""
-    batch = {TP0: good_records(TP0, range(3))}
-
-    async def scenario() -> tuple[Rig, FakeConsumer]:
-        rig = make_rig(flush_events=1)
-        rig.producer.fail = failure
-        rig.consumer.script.append(batch)
-        producer = FakeProducer()  # the new clients, once the broker is back
-        fresh = FakeConsumer(rig.service, producer, [batch])
-
-        async def make_clients() -> None:
-            rig.service.consumer, rig.service.producer = fresh, producer
-
-        rig.service._make_clients = make_clients  # type: ignore[method-assign]
-        rig.service._check_topics = _no_check  # type: ignore[method-assign]
-        await asyncio.wait_for(EnrichmentService._consume(rig.service), 30)
-        await asyncio.wait_for(rig.service.on_stop(), 30)
-        return rig, fresh
-
-    rig, fresh = asyncio.run(scenario())
+    rig, fresh = reset_scenario(make_rig, failure, _no_check)
     assert signals == []
     assert rig.health.fatal is None
     assert fresh.commits == [{TP0: 3}]
@@ -651,31 +659,14 @@ def test_a_reset_whose_topic_check_gets_no_metadata_yet_tries_again(
     """Right after a long pause the broker answers without its metadata for a moment, and aiokafka's
     ``fetch_all_metadata`` raises a plain KafkaError. That stopped the worker (bench.faults broker-pause,
     60 s); it is the broker's passing state: the reset backs off and tries again."""
-    batch = {TP0: good_records(TP0, range(3))}
     checks: list[int] = []
 
-    async def scenario() -> tuple[Rig, FakeConsumer]:
-        rig = make_rig(flush_events=1)
-        rig.producer.fail = KafkaTimeoutError()
-        rig.consumer.script.append(batch)
-        producer = FakeProducer()
-        fresh = FakeConsumer(rig.service, producer, [batch])
+    async def check_topics() -> None:
+        checks.append(1)
+        if len(checks) <= 2:  # the first reset's two checks: before closing and with the new clients
+            raise KafkaError("Unable to get cluster metadata over all known brokers")
 
-        async def make_clients() -> None:
-            rig.service.consumer, rig.service.producer = fresh, producer
-
-        async def check_topics() -> None:
-            checks.append(1)
-            if len(checks) <= 2:  # the first reset's two checks: before closing and with the new clients
-                raise KafkaError("Unable to get cluster metadata over all known brokers")
-
-        rig.service._make_clients = make_clients  # type: ignore[method-assign]
-        rig.service._check_topics = check_topics  # type: ignore[method-assign]
-        await asyncio.wait_for(EnrichmentService._consume(rig.service), 30)
-        await asyncio.wait_for(rig.service.on_stop(), 30)
-        return rig, fresh
-
-    rig, fresh = asyncio.run(scenario())
+    rig, fresh = reset_scenario(make_rig, KafkaTimeoutError(), check_topics)
     assert signals == []
     assert rig.health.fatal is None
     assert fresh.commits == [{TP0: 3}]
