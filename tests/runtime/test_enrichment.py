@@ -17,7 +17,7 @@ import json
 import os
 import signal
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -605,7 +605,7 @@ def test_a_stop_ends_in_bounded_time_with_a_wedged_batch_and_consumer(make_rig: 
 
 
 def reset_scenario(
-    make_rig: Callable[..., Rig], failure: Exception, check_topics: Callable[[], Awaitable[None]]
+    make_rig: Callable[..., Rig], failure: Exception, check_topics: Callable[[], Coroutine[Any, Any, None]]
 ) -> tuple[Rig, FakeConsumer]:
     """A batch that fails with ``failure``, new clients that deliver it again, the topic check given: runs
     the loop until the new clients' batch is committed, then stops it."""
