@@ -469,34 +469,19 @@ async def read_counts_and_bursts(
     """The counts topic's counts per window start (summed over territories) and every burst event, from the
     beginning of both topics to their end offsets at the call (bursts in each partition's order)."""
     counts_topic, bursts_topic = run.settings["SHUDI_COUNTS_TOPIC"], run.settings["SHUDI_BURSTS_TOPIC"]
-    consumer = KafkaConnection.plaintext(run.bootstrap).consumer(group_id=None, enable_auto_commit=False)
-    await consumer.start()
     counts: Counter[int] = Counter()
     bursts: list[dict[str, object]] = []
+    records = faults.records_to_end(run.bootstrap, (counts_topic, bursts_topic), "counts and bursts", timeout)
     try:
-        parts = [TopicPartition(t, p) for t in (counts_topic, bursts_topic) for p in range(faults.PARTITIONS)]
-        consumer.assign(parts)
-        await consumer.seek_to_beginning(*parts)
-        ends = await consumer.end_offsets(parts)
-        left = {tp for tp in parts if ends[tp] > 0}
-        deadline = time.monotonic() + timeout
-        while left and time.monotonic() < deadline:
-            for tp, records in (await consumer.getmany(*left, timeout_ms=500, max_records=10_000)).items():
-                for r in records:
-                    if r.offset >= ends[tp] or r.value is None:
-                        continue
-                    if tp.topic == counts_topic:
-                        for delta in decode_count_message(r.value).deltas:
-                            for w in delta.windows:
-                                counts[w.start] += w.count
-                    else:
-                        bursts.append(json.loads(r.value))
-                if records and records[-1].offset + 1 >= ends[tp]:
-                    left.discard(tp)
-        if left:
-            raise AssertionError(
-                f"counts and bursts not read to their end after {timeout:.0f}s: {sorted(left)}"
-            )
-    finally:
-        await consumer.stop()
+        async for tp, r in records:
+            if r.value is None:
+                continue
+            if tp.topic == counts_topic:
+                for delta in decode_count_message(r.value).deltas:
+                    for w in delta.windows:
+                        counts[w.start] += w.count
+            else:
+                bursts.append(json.loads(r.value))
+    except TimeoutError as exc:
+        raise AssertionError(str(exc)) from exc  # a failed check of the row, as run_row reports them
     return counts, bursts

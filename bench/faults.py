@@ -44,13 +44,13 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
 import click
-from aiokafka.structs import TopicPartition
+from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from bench.faultproxy import CUT_MODES, CutMode, FaultProxy
 from streams.cli.send import produce_lines
@@ -209,18 +209,17 @@ def verify(events: Sequence[SampleEvent], out: Outputs, result: RowResult) -> No
         result.problems.append(f"{len(leaked)} input addresses in the output topics")
 
 
-async def read_outputs(bootstrap: str, settings: dict[str, str], timeout: float = 120.0) -> Outputs:  # noqa: ASYNC109
-    """Every record of the output topics, from the beginning up to their end offsets at the call."""
-    topics = [
-        settings["SHUDI_INPUT_TOPIC"],
-        settings["SHUDI_ENRICHED_TOPIC"],
-        settings["SHUDI_DLQ_TOPIC"],
-        settings["SHUDI_COUNTS_TOPIC"],
-        settings["SHUDI_BURSTS_TOPIC"],
-    ]
+async def records_to_end(
+    bootstrap: str,
+    topics: Sequence[str],
+    what: str,
+    timeout: float = 120.0,  # noqa: ASYNC109 -- a plain deadline for a polling loop
+) -> AsyncIterator[tuple[TopicPartition, ConsumerRecord[bytes, bytes]]]:
+    """Every record of ``topics``, from their beginning up to their end offsets at the call, each with its
+    partition (in each partition's order); TimeoutError naming ``what`` if the end is not reached in time.
+    Yielded one by one: a poison-pills run's input holds hundreds of MB."""
     consumer = KafkaConnection.plaintext(bootstrap).consumer(group_id=None, enable_auto_commit=False)
     await consumer.start()
-    out = Outputs(Counter(), Counter(), [], Counter())
     try:
         cluster = await consumer._client.fetch_all_metadata()
         parts = [TopicPartition(t, p) for t in topics for p in (cluster.partitions_for_topic(t) or set())]
@@ -230,34 +229,44 @@ async def read_outputs(bootstrap: str, settings: dict[str, str], timeout: float 
         left = {tp for tp in parts if ends[tp] > 0}
         deadline = time.monotonic() + timeout
         while left and time.monotonic() < deadline:
-            batch = await consumer.getmany(timeout_ms=500, max_records=10_000)
-            for tp, records in batch.items():
+            for tp, records in (await consumer.getmany(*left, timeout_ms=500, max_records=10_000)).items():
                 for r in records:
-                    if r.offset >= ends[tp]:
-                        continue
-                    if tp.topic == settings["SHUDI_INPUT_TOPIC"]:
-                        if (event_id := _ids_of(r.value)) is not None:
-                            out.input_ids[event_id] += 1
-                        continue
-                    if tp.topic == settings["SHUDI_ENRICHED_TOPIC"]:
-                        if (event_id := _ids_of(r.value)) is not None:
-                            out.enriched[event_id] += 1
-                    elif tp.topic == settings["SHUDI_DLQ_TOPIC"]:
-                        if (dead := _dead_letter(r.value)) is not None:
-                            out.dead[dead] += 1
-                            if (at := _dead_source(r.value)) is not None:
-                                out.dead_at.setdefault(at, []).append(dead[1])
-                        continue
-                    if r.value is not None:
-                        out.other_values.append(r.value)
+                    if r.offset < ends[tp]:
+                        yield tp, r
                 if records and records[-1].offset + 1 >= ends[tp]:
                     left.discard(tp)
         if left:
-            raise TimeoutError(
-                f"output partitions not read to their end after {timeout:.0f}s: {sorted(left)}"
-            )
+            raise TimeoutError(f"{what} not read to their end after {timeout:.0f}s: {sorted(left)}")
     finally:
         await consumer.stop()
+
+
+async def read_outputs(bootstrap: str, settings: dict[str, str], timeout: float = 120.0) -> Outputs:  # noqa: ASYNC109
+    """Every record of the output topics, from the beginning up to their end offsets at the call."""
+    topics = [
+        settings["SHUDI_INPUT_TOPIC"],
+        settings["SHUDI_ENRICHED_TOPIC"],
+        settings["SHUDI_DLQ_TOPIC"],
+        settings["SHUDI_COUNTS_TOPIC"],
+        settings["SHUDI_BURSTS_TOPIC"],
+    ]
+    out = Outputs(Counter(), Counter(), [], Counter())
+    async for tp, r in records_to_end(bootstrap, topics, "output partitions", timeout):
+        if tp.topic == settings["SHUDI_INPUT_TOPIC"]:
+            if (event_id := _ids_of(r.value)) is not None:
+                out.input_ids[event_id] += 1
+            continue
+        if tp.topic == settings["SHUDI_ENRICHED_TOPIC"]:
+            if (event_id := _ids_of(r.value)) is not None:
+                out.enriched[event_id] += 1
+        elif tp.topic == settings["SHUDI_DLQ_TOPIC"]:
+            if (dead := _dead_letter(r.value)) is not None:
+                out.dead[dead] += 1
+                if (at := _dead_source(r.value)) is not None:
+                    out.dead_at.setdefault(at, []).append(dead[1])
+            continue
+        if r.value is not None:
+            out.other_values.append(r.value)
     return out
 
 
